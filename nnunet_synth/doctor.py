@@ -1,0 +1,121 @@
+"""Check the environment that nnU-Net and nnunet_synth need.
+
+Checks the nnU-Net folder variables (nnUNet_raw, nnUNet_preprocessed,
+nnUNet_results), that nnUNet_extTrainer points at this package's trainers,
+that torch and torchvision import together, whether CUDA is present, and the
+free disk space in the nnU-Net folders. Each problem is printed with the exact
+line that fixes it. Exits 1 when something must be fixed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+MIN_FREE_GB = 10.0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--require-torch", action="store_true",
+                        help="only check that torch and torchvision import together (used by 'make setup')")
+    parser.add_argument("--min-free-gb", type=float, default=MIN_FREE_GB,
+                        help=f"warn below this much free disk in an nnU-Net folder (default {MIN_FREE_GB})")
+
+
+def check_torch_pair() -> Check:
+    # A fresh interpreter, so a half-imported torch here cannot hide the failure.
+    code = "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return Check("torch + torchvision", False, f"they do not import together: {last}",
+                     f'{sys.executable} -m pip install --force-reinstall "torch" "torchvision"')
+    torch_v, tv_v, cuda = proc.stdout.split()
+    return Check("torch + torchvision", True, f"torch {torch_v}, torchvision {tv_v}, CUDA available: {cuda}")
+
+
+def check_folder_variable(name: str, min_free_gb: float) -> list[Check]:
+    value = os.environ.get(name)
+    suggested = os.path.join(os.path.expanduser("~"), "nnUNet_data", name.split("_", 1)[1])
+    if not value:
+        return [Check(name, False, "not set", f'export {name}="{suggested}"')]
+    if not os.path.isdir(value):
+        return [Check(name, False, f"{value} does not exist", f'mkdir -p "{value}"')]
+    free_gb = shutil.disk_usage(value).free / 1024 ** 3
+    checks = [Check(name, True, value)]
+    checks.append(Check(f"free disk for {name}", free_gb >= min_free_gb, f"{free_gb:.1f} GB free",
+                        f"free space on the disk of {value} or point {name} to a bigger disk", required=False))
+    return checks
+
+
+def check_ext_trainer() -> Check:
+    from nnunet_synth.testing import trainer_folder
+
+    expected = trainer_folder()
+    fix = 'export nnUNet_extTrainer="$(nnunet-synth trainer-path)"'
+    value = os.environ.get("nnUNet_extTrainer")
+    if not value:
+        return Check("nnUNet_extTrainer", False, "not set: nnUNetv2_train will not find our trainers", fix)
+    paths = [os.path.realpath(p) for p in value.split(os.pathsep) if p.strip()]
+    if os.path.realpath(expected) not in paths:
+        return Check("nnUNet_extTrainer", False, f"{value} does not include {expected}",
+                     f'export nnUNet_extTrainer="{expected}{os.pathsep}$nnUNet_extTrainer"')
+    return Check("nnUNet_extTrainer", True, value)
+
+
+def check_nnunet_version() -> Check:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("nnunetv2")
+    except PackageNotFoundError:
+        return Check("nnunetv2", False, "not installed", f'{sys.executable} -m pip install "nnunetv2>=2.8"')
+    major_minor = tuple(int(x) for x in v.split(".")[:2])
+    if major_minor < (2, 8):
+        return Check("nnunetv2", False, f"version {v} has no nnUNet_extTrainer support",
+                     f'{sys.executable} -m pip install --upgrade "nnunetv2>=2.8"')
+    return Check("nnunetv2", True, f"version {v}")
+
+
+def run_checks(min_free_gb: float = MIN_FREE_GB) -> list[Check]:
+    checks = [check_nnunet_version(), check_torch_pair(), check_ext_trainer()]
+    for name in NNUNET_FOLDER_VARIABLES:
+        checks.extend(check_folder_variable(name, min_free_gb))
+    return checks
+
+
+def report(checks: list[Check]) -> int:
+    for c in checks:
+        mark = "ok  " if c.ok else ("FAIL" if c.required else "warn")
+        print(f"[{mark}] {c.name}: {c.detail}")
+        if not c.ok and c.fix:
+            print(f"       fix: {c.fix}")
+    failed = [c for c in checks if not c.ok and c.required]
+    print(f"{len(failed)} problem(s) to fix." if failed else "Everything nnunet_synth needs is in place.")
+    return 1 if failed else 0
+
+
+def run(args) -> int:
+    if args.require_torch:
+        return report([check_torch_pair()])
+    return report(run_checks(args.min_free_gb))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__)
+    add_arguments(p)
+    sys.exit(run(p.parse_args()))

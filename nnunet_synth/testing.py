@@ -1,0 +1,107 @@
+"""Tiny datasets and environments for tests, benchmarks and examples.
+
+Everything here is small, seeded and written with nnU-Net's own writers, so a
+test can plan, preprocess and train on it in seconds on a CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def trainer_folder() -> str:
+    """The folder nnUNet_extTrainer must point to (checkout or installed wheel)."""
+    import nnunet_synth_trainers
+
+    return os.path.dirname(os.path.abspath(nnunet_synth_trainers.__file__))
+
+
+@dataclass
+class NnunetFolders:
+    raw: Path
+    preprocessed: Path
+    results: Path
+
+    def env(self) -> dict[str, str]:
+        """Variables for a subprocess that runs nnU-Net commands on these folders."""
+        env = dict(os.environ)
+        env.update(
+            nnUNet_raw=str(self.raw),
+            nnUNet_preprocessed=str(self.preprocessed),
+            nnUNet_results=str(self.results),
+            nnUNet_extTrainer=trainer_folder(),
+            nnUNet_compile="false",
+            # Data augmentation in the main process: tiny runs spend longer
+            # starting worker processes than augmenting.
+            nnUNet_n_proc_DA="0",
+            OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
+        )
+        return env
+
+
+def make_nnunet_folders(root: str | os.PathLike) -> NnunetFolders:
+    root = Path(root)
+    folders = NnunetFolders(root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "nnUNet_results")
+    for p in (folders.raw, folders.preprocessed, folders.results):
+        p.mkdir(parents=True, exist_ok=True)
+    return folders
+
+
+def _disc_case(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy background with one brighter ellipsoidal lesion (label 1)."""
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=0).astype(np.float32)
+    centre = np.array([rng.uniform(0.3 * s, 0.7 * s) for s in shape], dtype=np.float32)
+    radii = np.array([rng.uniform(0.12 * s, 0.25 * s) for s in shape], dtype=np.float32)
+    dist = np.sqrt((((grid - centre.reshape((-1,) + (1,) * len(shape))) / radii.reshape((-1,) + (1,) * len(shape))) ** 2).sum(0))
+    seg = (dist <= 1).astype(np.uint8)
+    img = rng.normal(80, 20, size=shape) + 90 * seg + 30 * np.sin(grid[-1] / 7.0)
+    return img, seg
+
+
+def make_raw_dataset_2d(raw_root: str | os.PathLike, dataset_id: int, name: str = "Tiny2D", n_cases: int = 8,
+                        shape: tuple[int, int] = (64, 64), seed: int = 0, case_prefix: str = "case") -> Path:
+    """A PNG dataset (NaturalImage2DIO), uint8 images, labels {0, 1}."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+    from skimage import io
+
+    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n_cases):
+        img, seg = _disc_case(rng, shape)
+        case = f"{case_prefix}_{i:03d}"
+        io.imsave(folder / "imagesTr" / f"{case}_0000.png", np.clip(img, 0, 255).astype(np.uint8), check_contrast=False)
+        io.imsave(folder / "labelsTr" / f"{case}.png", seg, check_contrast=False)
+    generate_dataset_json(str(folder), {0: "US"}, {"background": 0, "lesion": 1}, n_cases, ".png", dataset_name=folder.name)
+    return folder
+
+
+def make_raw_dataset_3d(raw_root: str | os.PathLike, dataset_id: int, name: str = "Tiny3D", n_cases: int = 6,
+                        shape: tuple[int, int, int] = (20, 32, 32), spacing: tuple[float, float, float] = (2.5, 0.8, 0.8),
+                        seed: int = 0, case_prefix: str = "case") -> Path:
+    """A NIfTI dataset (SimpleITKIO) with anisotropic spacing, int16 images, labels {0, 1}.
+
+    ``shape`` and ``spacing`` are in numpy (z, y, x) order.
+    """
+    import SimpleITK as sitk
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n_cases):
+        img, seg = _disc_case(rng, shape)
+        case = f"{case_prefix}_{i:03d}"
+        for arr, path in ((img.astype(np.int16), folder / "imagesTr" / f"{case}_0000.nii.gz"),
+                          (seg, folder / "labelsTr" / f"{case}.nii.gz")):
+            itk = sitk.GetImageFromArray(arr)
+            itk.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+            itk.SetOrigin((1.0, -2.0, 3.0))
+            sitk.WriteImage(itk, str(path))
+    generate_dataset_json(str(folder), {0: "CT"}, {"background": 0, "lesion": 1}, n_cases, ".nii.gz", dataset_name=folder.name)
+    return folder

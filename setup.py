@@ -1,0 +1,9 @@
+from setuptools import find_packages, setup
+
+# trainers/ holds the thin trainer modules that nnU-Net imports through the
+# nnUNet_extTrainer variable. It ships as the top-level package
+# nnunet_synth_trainers so that a wheel install has the folder too
+# (`nnunet-synth trainer-path` prints where it is).
+setup(
+    packages=find_packages(include=["nnunet_synth", "nnunet_synth.*"]) + ["nnunet_synth_trainers"],
+)
