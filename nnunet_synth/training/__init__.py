@@ -1,0 +1,1 @@
+"""Trainer logic. The thin modules in ``trainers/`` bind these classes to names nnU-Net finds."""

@@ -1,0 +1,58 @@
+"""Short training schedules for demos, tests and smoke runs.
+
+nnU-Net's schedule (1000 epochs of 250 iterations) is set in the trainer's
+constructor and ``nnUNetv2_train`` has no flag for it. The ``*Short`` trainers
+read it from environment variables instead, in the way nnU-Net reads
+``nnUNet_n_proc_DA`` and ``nnUNet_compile``:
+
+- ``nnUNetSynth_epochs`` (default 2)
+- ``nnUNetSynth_iterations_per_epoch`` (default 5)
+- ``nnUNetSynth_val_iterations_per_epoch`` (default 2)
+
+The values in force are written to the training log, so a run documents itself.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from nnunet_synth.errors import SynthError
+
+SCHEDULE_VARIABLES = {
+    "num_epochs": ("nnUNetSynth_epochs", 2),
+    "num_iterations_per_epoch": ("nnUNetSynth_iterations_per_epoch", 5),
+    "num_val_iterations_per_epoch": ("nnUNetSynth_val_iterations_per_epoch", 2),
+}
+
+
+def schedule_from_environment() -> dict[str, int]:
+    schedule = {}
+    for attribute, (variable, default) in SCHEDULE_VARIABLES.items():
+        raw = os.environ.get(variable, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SynthError(f"environment variable {variable}={raw!r} is not an integer") from None
+        if value < 1:
+            raise SynthError(f"environment variable {variable}={value} must be at least 1")
+        schedule[attribute] = value
+    return schedule
+
+
+class ShortScheduleMixin:
+    """Put before an nnU-Net trainer class in the bases to give it the short schedule."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        for attribute, value in schedule_from_environment().items():
+            setattr(self, attribute, value)
+        # Checkpoints every epoch, so that a short run can be resumed with --c.
+        self.save_every = 1
+
+    def on_train_start(self):
+        super().on_train_start()
+        self.print_to_log_file(
+            f"short schedule: {self.num_epochs} epochs x {self.num_iterations_per_epoch} iterations "
+            f"({self.num_val_iterations_per_epoch} validation iterations)")
