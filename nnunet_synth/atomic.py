@@ -1,0 +1,56 @@
+"""Atomic file writes: a temporary file in the target folder, then a rename.
+
+A reader (or a resumed run) therefore sees either the complete file or none.
+Temporary names start with ``.tmp-`` and keep the target's full file ending
+(``.nii.gz`` included), because writers such as SimpleITK pick the format from
+the ending.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+TEMP_PREFIX = ".tmp-"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"{path}: the writer produced no file")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, obj, sort_keys: bool = False) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=sort_keys)
+            f.write("\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> int:
+    """Delete temporary files that a killed writer left behind; returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX) and p.is_file()]
+    for p in stale:
+        p.unlink()
+    return len(stale)

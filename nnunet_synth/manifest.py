@@ -1,0 +1,239 @@
+"""The provenance manifest ``synthesis.json`` of a synthetic raw dataset.
+
+One module writes, reads and validates it; splits and trainers read leakage
+information from it and nowhere else (DESIGN.md). Format (version 1)::
+
+    {
+      "format_version": 1,
+      "real_dataset": "Dataset901_Thyroid",          # where every source case lives
+      "generators": {
+        "<generator id>": {                         # the synthetic dataset's name by default
+          "name": "patch-ddpm", "version": "0.1.0",
+          "model_folder": "/abs/path", "model_hash": "sha256:...",
+          "trained_on": ["case_001", ...],          # real cases the model saw in training
+          "parameters": {...}                       # every generation parameter
+        }
+      },
+      "cases": {
+        "case_001_syn000": {"generator": "<generator id>", "source_case": "case_001",
+                            "kind": "twin", "seed": 123, "prompt": null,
+                            "kept": true, "extra": {}}
+      }
+    }
+
+A generator writes one entry in ``generators``; ``nnunet-synth expand`` merges
+the manifests of the datasets it combines into one with several entries.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from nnunet_synth.atomic import write_json_atomic
+from nnunet_synth.errors import SynthError
+
+MANIFEST_FILE = "synthesis.json"
+FORMAT_VERSION = 1
+KINDS = ("twin", "new")
+_KIND_TAG = {"twin": "syn", "new": "new"}
+_CASE_ID_PATTERN = re.compile(r"^(?P<source>.+)_(?P<tag>syn|new)(?P<k>\d{3,})$")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def synthetic_case_id(source_case: str, kind: str, k: int) -> str:
+    """``{source}_syn{k:03d}`` for twins, ``{source}_new{k:03d}`` for new pairs."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    return f"{source_case}_{_KIND_TAG[kind]}{k:03d}"
+
+
+def parse_synthetic_case_id(case_id: str) -> tuple[str, str, int] | None:
+    """(source case, kind, k) of a synthetic case id, or None for an id that is not one."""
+    m = _CASE_ID_PATTERN.match(case_id)
+    if m is None:
+        return None
+    kind = "twin" if m["tag"] == "syn" else "new"
+    return m["source"], kind, int(m["k"])
+
+
+def sample_seed(base_seed: int, source_case: str, k: int) -> int:
+    """The seed of one sample: a function of (base seed, source case, k) only.
+
+    Sharded and resumed runs therefore draw the same noise for the same sample.
+    The value fits in 32 bits, so numpy's legacy RandomState accepts it too.
+    """
+    digest = hashlib.sha256(f"{int(base_seed)}\x00{source_case}\x00{int(k)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def hash_model_folder(folder: str | os.PathLike) -> str:
+    """A hash over the weight files of a model folder (names and contents, in sorted order)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise SynthError(f"{folder}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to hash")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(folder)).encode() + b"\x00")
+        h.update(file_hash(p).encode())
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass
+class GeneratorRecord:
+    name: str
+    version: str
+    model_folder: str
+    model_hash: str
+    trained_on: list[str]
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass
+class SyntheticCase:
+    generator: str
+    source_case: str
+    kind: str
+    seed: int
+    prompt: str | None = None
+    kept: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    real_dataset: str
+    generators: dict[str, GeneratorRecord] = field(default_factory=dict)
+    cases: dict[str, SyntheticCase] = field(default_factory=dict)
+
+    # -- reading and writing -------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "real_dataset": self.real_dataset,
+            "generators": {k: asdict(v) for k, v in sorted(self.generators.items())},
+            "cases": {k: asdict(v) for k, v in sorted(self.cases.items())},
+        }
+
+    def save(self, dataset_folder: str | os.PathLike) -> Path:
+        self.validate(Path(dataset_folder) / MANIFEST_FILE)
+        path = Path(dataset_folder) / MANIFEST_FILE
+        write_json_atomic(path, self.to_json())
+        return path
+
+    @classmethod
+    def from_json(cls, obj, where: str) -> "Manifest":
+        if not isinstance(obj, dict):
+            raise SynthError(f"{where}: expected a JSON object")
+        version = obj.get("format_version")
+        if version != FORMAT_VERSION:
+            raise SynthError(f"{where}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        for key in ("real_dataset", "generators", "cases"):
+            if key not in obj:
+                raise SynthError(f"{where}: missing key '{key}'")
+        try:
+            generators = {k: GeneratorRecord(**v) for k, v in obj["generators"].items()}
+            cases = {k: SyntheticCase(**v) for k, v in obj["cases"].items()}
+        except (TypeError, AttributeError) as e:
+            raise SynthError(f"{where}: malformed entry ({e})") from None
+        manifest = cls(obj["real_dataset"], generators, cases)
+        manifest.validate(where)
+        return manifest
+
+    @classmethod
+    def load(cls, dataset_folder: str | os.PathLike) -> "Manifest":
+        path = Path(dataset_folder) / MANIFEST_FILE
+        if not path.is_file():
+            raise SynthError(f"{path}: missing; a synthetic dataset needs the manifest its generator writes "
+                             f"(nnunet-synth generate), so that splits can keep its cases out of the wrong folds")
+        try:
+            obj = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise SynthError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_json(obj, str(path))
+
+    # -- checks ----------------------------------------------------------------
+    def validate(self, where: str | os.PathLike = MANIFEST_FILE) -> None:
+        if not isinstance(self.real_dataset, str) or not self.real_dataset:
+            raise SynthError(f"{where}: 'real_dataset' must name the real dataset")
+        for gid, g in self.generators.items():
+            if not isinstance(g.trained_on, list) or not all(isinstance(c, str) for c in g.trained_on):
+                raise SynthError(f"{where}: generator '{gid}': 'trained_on' must be a list of case ids")
+        for case_id, c in self.cases.items():
+            if c.generator not in self.generators:
+                raise SynthError(f"{where}: case '{case_id}' names unknown generator '{c.generator}'")
+            if c.kind not in KINDS:
+                raise SynthError(f"{where}: case '{case_id}' has kind {c.kind!r}, expected one of {KINDS}")
+            parsed = parse_synthetic_case_id(case_id)
+            if parsed is None or parsed[0] != c.source_case or parsed[1] != c.kind:
+                raise SynthError(f"{where}: case id '{case_id}' does not match its source case "
+                                 f"'{c.source_case}' and kind '{c.kind}' (expected "
+                                 f"'{c.source_case}_{_KIND_TAG.get(c.kind, '?')}NNN')")
+            if not isinstance(c.seed, int) or isinstance(c.seed, bool):
+                raise SynthError(f"{where}: case '{case_id}' has a non-integer seed {c.seed!r}")
+
+    def check_sources(self, real_case_ids, where: str | os.PathLike = MANIFEST_FILE) -> None:
+        """Every source case must be a case of the real dataset."""
+        real = set(real_case_ids)
+        unknown = sorted({c.source_case for c in self.cases.values()} - real)
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise SynthError(f"{where}: {len(unknown)} source case(s) are not cases of {self.real_dataset}: {shown}")
+
+    # -- views -------------------------------------------------------------------
+    def kept_cases(self, kind: str | None = None) -> dict[str, SyntheticCase]:
+        return {k: c for k, c in self.cases.items() if c.kept and (kind is None or c.kind == kind)}
+
+    def sources(self) -> dict[str, str]:
+        """synthetic case id -> source case id."""
+        return {k: c.source_case for k, c in self.cases.items()}
+
+    def trained_on(self) -> set[str]:
+        """Every real case any generator of this manifest was trained on."""
+        return {case for g in self.generators.values() for case in g.trained_on}
+
+    def twins_by_source(self) -> dict[str, list[str]]:
+        """real case -> its kept twins, sorted."""
+        out: dict[str, list[str]] = {}
+        for case_id, c in sorted(self.kept_cases("twin").items()):
+            out.setdefault(c.source_case, []).append(case_id)
+        return out
+
+
+def manifest_hash(dataset_folder: str | os.PathLike) -> str:
+    """The hash of a dataset's synthesis.json (recorded by trainers that use it)."""
+    path = Path(dataset_folder) / MANIFEST_FILE
+    if not path.is_file():
+        raise SynthError(f"{path}: missing")
+    return file_hash(path)
+
+
+def merge_manifests(real_dataset: str, manifests: dict[str, Manifest]) -> Manifest:
+    """One manifest for several synthetic datasets; generator ids are prefixed with the dataset name."""
+    merged = Manifest(real_dataset)
+    for dataset_name, m in manifests.items():
+        if m.real_dataset != real_dataset:
+            raise SynthError(f"{dataset_name}/{MANIFEST_FILE}: derived from {m.real_dataset}, not {real_dataset}")
+        renamed = {gid: (gid if gid.startswith(dataset_name) else f"{dataset_name}:{gid}") for gid in m.generators}
+        for gid, g in m.generators.items():
+            merged.generators[renamed[gid]] = g
+        for case_id, c in m.cases.items():
+            if case_id in merged.cases:
+                raise SynthError(f"{dataset_name}/{MANIFEST_FILE}: case id '{case_id}' also appears in another "
+                                 f"synthetic dataset; case ids must be unique")
+            merged.cases[case_id] = SyntheticCase(**{**asdict(c), "generator": renamed[c.generator]})
+    return merged
