@@ -1,0 +1,224 @@
+"""Evaluate a folder of predictions against a folder of reference segmentations.
+
+Like ``nnUNetv2_evaluate_folder``, with spacing-aware surface metrics. Files are
+read with the reader-writer nnU-Net picks for the dataset, cases are matched by
+file name, and the output extends nnU-Net's ``summary.json``: the same
+``metric_per_case``, ``mean`` and ``foreground_mean`` keys (Dice, IoU, TP, FP,
+FN, TN, n_pred, n_ref), plus Precision, Recall, HD95, HD95_pooled and ASSD (mm),
+the flags ``empty_pred``/``empty_ref`` per case, and ``n_valid`` (how many
+cases each nanmean was taken over). See ``nnunet_synth.evaluation.metrics`` for
+the definitions and edge cases.
+
+Example:
+
+    nnunet-synth evaluate $nnUNet_raw/Dataset951_Thyroid/labelsTr preds/ \\
+        -djfile $nnUNet_raw/Dataset951_Thyroid/dataset.json -o preds/summary.json -np 4
+
+Without -djfile, the dataset.json next to REF_FOLDER (REF_FOLDER/../dataset.json)
+or in PRED_FOLDER (nnUNetv2_predict writes one there) is used.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from nnunet_synth.errors import SynthError
+
+GEOMETRY_TOLERANCE = 1e-4  # relative, on spacing; absolute (mm) on origin and direction
+
+
+def find_dataset_json(ref_folder: Path, pred_folder: Path, dataset_json: str | os.PathLike | None) -> Path:
+    if dataset_json is not None:
+        path = Path(dataset_json)
+        if not path.is_file():
+            raise SynthError(f"{path}: dataset.json not found")
+        return path
+    for candidate in (ref_folder.parent / "dataset.json", pred_folder / "dataset.json"):
+        if candidate.is_file():
+            return candidate
+    raise SynthError(f"no dataset.json in {ref_folder.parent} or {pred_folder}; pass it with -djfile")
+
+
+def load_json_file(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def label_setup(dataset_json: dict) -> tuple[list, int | None, set[int]]:
+    """(labels or regions to evaluate, ignore label, every value a label file may hold)."""
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    lm = LabelManager(dataset_json["labels"], regions_class_order=dataset_json.get("regions_class_order"))
+    evaluated = list(lm.foreground_regions if lm.has_regions else lm.foreground_labels)
+    allowed = {int(v) for v in lm.all_labels}
+    if lm.has_ignore_label:
+        allowed.add(int(lm.ignore_label))
+    return evaluated, lm.ignore_label, allowed
+
+
+def list_cases(folder: Path, file_ending: str) -> dict[str, Path]:
+    """case id -> file, for the files of ``folder`` that end in ``file_ending`` (temporary files skipped)."""
+    if not folder.is_dir():
+        raise SynthError(f"{folder}: no such folder")
+    return {p.name[: -len(file_ending)]: p for p in sorted(folder.iterdir())
+            if p.name.endswith(file_ending) and not p.name.startswith(".")}
+
+
+def _check_label_file(case: str, path: Path, seg, allowed: set[int]) -> None:
+    import numpy as np
+
+    if not np.all(np.isfinite(seg)) or not np.array_equal(seg, np.round(seg)):
+        raise SynthError(f"case '{case}': {path} holds non-integer values; a label file must hold integer labels")
+    unknown = sorted(set(np.unique(seg).astype(int).tolist()) - allowed)
+    if unknown:
+        raise SynthError(f"case '{case}': {path} holds label value(s) {unknown} that dataset.json does not define "
+                         f"(defined: {sorted(allowed)})")
+
+
+def _check_geometry(case: str, ref: tuple, pred: tuple, ref_path: Path, pred_path: Path) -> None:
+    import numpy as np
+
+    (ref_seg, ref_props), (pred_seg, pred_props) = ref, pred
+    if ref_seg.shape != pred_seg.shape:
+        raise SynthError(f"case '{case}': prediction {pred_path} has shape {pred_seg.shape[1:]}, "
+                         f"reference {ref_path} has {ref_seg.shape[1:]}")
+    if not np.allclose(ref_props["spacing"], pred_props["spacing"], rtol=GEOMETRY_TOLERANCE, atol=0):
+        raise SynthError(f"case '{case}': prediction {pred_path} has spacing {tuple(pred_props['spacing'])}, "
+                         f"reference {ref_path} has {tuple(ref_props['spacing'])}")
+    ref_itk, pred_itk = ref_props.get("sitk_stuff"), pred_props.get("sitk_stuff")
+    if ref_itk is not None and pred_itk is not None:
+        for key in ("origin", "direction"):
+            if not np.allclose(ref_itk[key], pred_itk[key], atol=GEOMETRY_TOLERANCE, rtol=0):
+                raise SynthError(f"case '{case}': prediction {pred_path} has {key} {tuple(pred_itk[key])}, "
+                                 f"reference {ref_path} has {tuple(ref_itk[key])}")
+
+
+def evaluate_case(case: str, ref_path: Path, pred_path: Path, reader_writer, labels_or_regions: list,
+                  ignore_label: int | None, allowed: set[int]) -> dict:
+    """Read, check and score one case; entries as in nnU-Net's ``metric_per_case`` plus ``case``."""
+    from nnunet_synth.evaluation.metrics import case_metrics
+
+    ref = reader_writer.read_seg(str(ref_path))
+    pred = reader_writer.read_seg(str(pred_path))
+    _check_label_file(case, ref_path, ref[0], allowed)
+    _check_label_file(case, pred_path, pred[0], allowed)
+    _check_geometry(case, ref, pred, ref_path, pred_path)
+    metrics = case_metrics(pred[0][0], ref[0][0], ref[1]["spacing"], labels_or_regions, ignore_label)
+    return {"case": case, "reference_file": str(ref_path), "prediction_file": str(pred_path), "metrics": metrics}
+
+
+def _evaluate_case_star(job: tuple) -> dict:
+    return evaluate_case(*job)
+
+
+def aggregate(per_case: list[dict], labels_or_regions: list) -> dict:
+    """nanmean per label and metric, the foreground mean over labels, and the number of valid values."""
+    import numpy as np
+
+    from nnunet_synth.evaluation.metrics import COUNT_KEYS, FLAG_KEYS, MEAN_METRICS
+
+    mean, n_valid, flags = {}, {}, {}
+    for r in labels_or_regions:
+        mean[r], n_valid[r] = {}, {}
+        for m in MEAN_METRICS + COUNT_KEYS:
+            values = np.array([c["metrics"][r][m] for c in per_case], dtype=np.float64)
+            n_valid[r][m] = int(np.isfinite(values).sum())
+            mean[r][m] = float(np.mean(values[np.isfinite(values)])) if n_valid[r][m] else float("nan")
+        flags[r] = {f: int(sum(bool(c["metrics"][r][f]) for c in per_case)) for f in FLAG_KEYS}
+        flags[r]["both_empty"] = int(sum(c["metrics"][r]["empty_pred"] and c["metrics"][r]["empty_ref"]
+                                         for c in per_case))
+    foreground_mean = {}
+    for m in MEAN_METRICS + COUNT_KEYS:
+        label_means = [mean[r][m] for r in labels_or_regions if not math.isnan(mean[r][m])]
+        foreground_mean[m] = float(np.mean(label_means)) if label_means else float("nan")
+    return {"mean": mean, "foreground_mean": foreground_mean, "n_valid": n_valid, "empty_counts": flags,
+            "n_cases": len(per_case)}
+
+
+def summary_to_json(summary: dict) -> dict:
+    """Label/region keys as strings, the way nnU-Net's save_summary_json writes them."""
+    from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
+    from nnunetv2.utilities.json_export import recursive_fix_for_json_export
+
+    out = dict(summary)
+    for key in ("mean", "n_valid", "empty_counts"):
+        out[key] = {label_or_region_to_key(k): v for k, v in summary[key].items()}
+    out["metric_per_case"] = [dict(c, metrics={label_or_region_to_key(k): v for k, v in c["metrics"].items()})
+                              for c in summary["metric_per_case"]]
+    recursive_fix_for_json_export(out)
+    return out
+
+
+def evaluate_folders(ref_folder: str | os.PathLike, pred_folder: str | os.PathLike,
+                     output_file: str | os.PathLike | None = None, dataset_json: str | os.PathLike | None = None,
+                     num_processes: int = 1, progress: bool = True, cases: list[str] | None = None) -> dict:
+    """Score every reference case (or ``cases``) against the prediction of the same name.
+
+    Returns the summary (label keys as ints/tuples); writes it atomically to
+    ``output_file`` as JSON when given. A missing prediction is an error.
+    """
+    from multiprocessing import get_context
+
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    from tqdm import tqdm
+
+    from nnunet_synth.atomic import write_json_atomic
+
+    ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
+    dj_path = find_dataset_json(ref_folder, pred_folder, dataset_json)
+    dj = load_json_file(dj_path)
+    for key in ("labels", "file_ending"):
+        if key not in dj:
+            raise SynthError(f"{dj_path}: missing key '{key}'")
+    ending = dj["file_ending"]
+    refs, preds = list_cases(ref_folder, ending), list_cases(pred_folder, ending)
+    if cases is not None:
+        missing_ref = sorted(set(cases) - set(refs))
+        if missing_ref:
+            raise SynthError(f"{ref_folder}: no reference for case(s) {', '.join(missing_ref)}")
+        refs = {c: refs[c] for c in sorted(cases)}
+    if not refs:
+        raise SynthError(f"{ref_folder}: no reference files ending in {ending}")
+    for case in refs:
+        if case not in preds:
+            raise SynthError(f"case '{case}': missing prediction {pred_folder / (case + ending)}")
+    labels_or_regions, ignore_label, allowed = label_setup(dj)
+    reader_writer = determine_reader_writer_from_dataset_json(dj, str(next(iter(refs.values()))), verbose=False)()
+    jobs = [(c, refs[c], preds[c], reader_writer, labels_or_regions, ignore_label, allowed) for c in refs]
+    bar = dict(total=len(jobs), desc=f"evaluate {pred_folder.name}", disable=not progress, unit="case")
+    if num_processes > 1 and len(jobs) > 1:
+        # spawn, as nnU-Net does: forking a process that holds torch threads can hang.
+        with get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+            per_case = list(tqdm(pool.imap(_evaluate_case_star, jobs), **bar))
+    else:
+        per_case = [evaluate_case(*job) for job in tqdm(jobs, **bar)]
+    summary = {"metric_per_case": per_case, **aggregate(per_case, labels_or_regions),
+               "dataset_json": str(dj_path), "unmatched_predictions": sorted(set(preds) - set(refs)),
+               "spacing_unit": "mm"}
+    if output_file is not None:
+        write_json_atomic(output_file, summary_to_json(summary), sort_keys=True)
+    return summary
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("ref_folder", help="folder with reference segmentations (e.g. labelsTr)")
+    parser.add_argument("pred_folder", help="folder with predicted segmentations, named like the references")
+    parser.add_argument("-o", dest="output", default=None, help="output JSON (default: PRED_FOLDER/summary.json)")
+    parser.add_argument("-djfile", default=None, help="dataset.json (default: REF_FOLDER/../dataset.json, "
+                                                     "else PRED_FOLDER/dataset.json)")
+    parser.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default 1)")
+
+
+def run(args) -> int:
+    output = args.output or os.path.join(args.pred_folder, "summary.json")
+    if args.num_processes < 1:
+        raise SynthError(f"-np must be at least 1, got {args.num_processes}")
+    summary = evaluate_folders(args.ref_folder, args.pred_folder, output, args.djfile, args.num_processes)
+    for metric in ("Dice", "HD95", "ASSD"):
+        print(f"{metric:>5}: foreground mean {summary['foreground_mean'][metric]:.4f}")
+    print(f"{summary['n_cases']} case(s); wrote {output}")
+    return 0
