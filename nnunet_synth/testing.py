@@ -34,9 +34,9 @@ class NnunetFolders:
             nnUNet_results=str(self.results),
             nnUNet_extTrainer=trainer_folder(),
             nnUNet_compile="false",
-            # Data augmentation in the main process: tiny runs spend longer
-            # starting worker processes than augmenting.
-            nnUNet_n_proc_DA="0",
+            # One augmentation worker: tiny runs spend longer starting workers
+            # than augmenting. (0 would break planning: it sets torch threads.)
+            nnUNet_n_proc_DA="1",
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
         )
         return env
@@ -104,4 +104,45 @@ def make_raw_dataset_3d(raw_root: str | os.PathLike, dataset_id: int, name: str 
             itk.SetOrigin((1.0, -2.0, 3.0))
             sitk.WriteImage(itk, str(path))
     generate_dataset_json(str(folder), {0: "CT"}, {"background": 0, "lesion": 1}, n_cases, ".nii.gz", dataset_name=folder.name)
+    return folder
+
+
+def make_standin_synthetic_dataset(real_folder: str | os.PathLike, raw_root: str | os.PathLike, dataset_id: int,
+                                   k: int = 1, trained_on: list[str] | None = None, cases: list[str] | None = None,
+                                   base_seed: int = 0, noise: float = 10.0, delay: float = 0.0) -> Path:
+    """A synthetic dataset of twins made without a model: the real image plus seeded noise.
+
+    It follows every contract of a real generator (case ids, per-sample seeds,
+    atomic resumable writes, dataset.json and synthesis.json written last), so
+    it stands in for one in tests of expansion, twins and resume. ``delay``
+    (seconds per case) lets a test kill a run mid-way.
+    """
+    import time
+
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    from nnunet_synth.manifest import GeneratorRecord, Manifest, SyntheticCase, sample_seed, synthetic_case_id
+    from nnunet_synth.raw_dataset import RawDataset, case_complete, write_case
+
+    real = RawDataset(real_folder)
+    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{real.name.split('_', 1)[1]}StandIn"
+    manifest = Manifest(real.name)
+    manifest.generators["standin"] = GeneratorRecord(
+        name="standin-noise", version="1", model_folder="", model_hash="", trained_on=sorted(trained_on or []),
+        parameters={"k": k, "base_seed": base_seed, "noise": noise})
+    for source in cases or real.case_ids():
+        for i in range(k):
+            case_id = synthetic_case_id(source, "twin", i)
+            seed = sample_seed(base_seed, source, i)
+            manifest.cases[case_id] = SyntheticCase("standin", source, "twin", seed)
+            if case_complete(folder, case_id, real.num_channels, real.file_ending):
+                continue
+            images, seg, props = real.read_case(source)
+            rng = np.random.default_rng(seed)
+            write_case(folder, case_id, images + rng.normal(0, noise, images.shape), seg, props,
+                       real.file_ending, real.source_dtype(source))
+            time.sleep(delay)
+    generate_dataset_json(str(folder), real.dataset_json["channel_names"], real.labels, len(manifest.cases),
+                          real.file_ending, dataset_name=folder.name)
+    manifest.save(folder)
     return folder

@@ -1,0 +1,105 @@
+"""Training on an expanded dataset (``nnunet-synth expand``) with real-only validation.
+
+At the start of training the trainer checks the fold it is asked to train
+against the split rules (DESIGN.md), reading the expanded dataset's
+``synthesis.json`` and ``expansion.json`` from its preprocessed folder, and
+stops with a clear error if the fold breaks them or was refused as leaky.
+
+``synthetic_probability`` sets the chance that a training sample is synthetic
+(``None`` keeps the natural ratio of the training set). The mix actually drawn
+is counted from the batches and written to the log every epoch.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_synth.errors import SynthError
+from nnunet_synth.expand import EXPANSION_FILE
+from nnunet_synth.manifest import Manifest
+from nnunet_synth.splits import check_expanded_folds
+from nnunet_synth.training.dataloaders import PluggableLoaderMixin
+
+
+def synthetic_sampling_probabilities(identifiers, synthetic: set[str], p: float | None) -> np.ndarray | None:
+    """Per-identifier sampling probabilities giving synthetic samples total probability ``p``."""
+    if p is None:
+        return None
+    if not 0.0 <= p <= 1.0:
+        raise SynthError(f"synthetic_probability must be in [0, 1], got {p}")
+    is_syn = np.array([i in synthetic for i in identifiers])
+    n_syn, n_real = int(is_syn.sum()), int((~is_syn).sum())
+    if (p > 0 and n_syn == 0) or (p < 1 and n_real == 0):
+        raise SynthError(f"synthetic_probability={p} needs both kinds of cases, but the training set has "
+                         f"{n_real} real and {n_syn} synthetic case(s)")
+    probs = np.where(is_syn, p / max(n_syn, 1), (1 - p) / max(n_real, 1))
+    return probs / probs.sum()
+
+
+class SynthExpandTrainer(PluggableLoaderMixin, nnUNetTrainer):
+    synthetic_probability: float | None = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._synthetic_cases: set[str] = set()
+        self._mix_counts = {"real": 0, "synthetic": 0}
+
+    # -- the split check -------------------------------------------------------------
+    def _expansion_records(self) -> tuple[Manifest, dict]:
+        base = self.preprocessed_dataset_folder_base
+        expansion_path = os.path.join(base, EXPANSION_FILE)
+        if not os.path.isfile(expansion_path):
+            raise SynthError(f"{expansion_path}: missing; {self.__class__.__name__} trains on datasets built by "
+                             f"`nnunet-synth expand` (use nnUNetTrainer for a plain dataset)")
+        with open(expansion_path) as f:
+            expansion = json.load(f)
+        return Manifest.load(base), expansion
+
+    def do_split(self):
+        tr_keys, val_keys = super().do_split()
+        manifest, expansion = self._expansion_records()
+        if self.fold != "all" and int(self.fold) in expansion.get("refused_folds", []):
+            raise SynthError(f"fold {self.fold} of {self.plans_manager.dataset_name} was refused by "
+                             f"`nnunet-synth expand`: a generator was trained on its validation cases "
+                             f"(see {EXPANSION_FILE}; rerun expand with --allow-leakage to train it anyway)")
+        sources = manifest.sources()
+        trained_on = {} if expansion.get("allow_leakage") else \
+            {gid: set(g.trained_on) for gid, g in manifest.generators.items()}
+        problems = check_expanded_folds([{"train": list(tr_keys), "val": list(val_keys)}],
+                                        expansion["real_cases"], sources, trained_on)
+        if problems:
+            raise SynthError(f"fold {self.fold} of {self.plans_manager.dataset_name} breaks the split rules: "
+                             + "; ".join(p.message for p in problems))
+        self._synthetic_cases = set(sources)
+        n_syn = sum(k in self._synthetic_cases for k in tr_keys)
+        self.print_to_log_file(f"split check passed: {len(tr_keys) - n_syn} real + {n_syn} synthetic training "
+                               f"cases, {len(val_keys)} real validation cases")
+        return tr_keys, val_keys
+
+    # -- sampling ----------------------------------------------------------------------
+    def make_train_loader(self, dataset_tr, initial_patch_size, transforms):
+        loader = super().make_train_loader(dataset_tr, initial_patch_size, transforms)
+        loader.sampling_probabilities = synthetic_sampling_probabilities(
+            loader.indices, self._synthetic_cases, self.synthetic_probability)
+        expected = "natural ratio" if self.synthetic_probability is None else f"p(synthetic)={self.synthetic_probability}"
+        self.print_to_log_file(f"sampling: {expected}")
+        return loader
+
+    def train_step(self, batch: dict) -> dict:
+        for key in batch["keys"]:
+            self._mix_counts["synthetic" if key in self._synthetic_cases else "real"] += 1
+        return super().train_step(batch)
+
+    def on_train_epoch_end(self, train_outputs):
+        super().on_train_epoch_end(train_outputs)
+        total = sum(self._mix_counts.values())
+        if total:
+            self.print_to_log_file(f"samples drawn this epoch: {self._mix_counts['real']} real, "
+                                   f"{self._mix_counts['synthetic']} synthetic "
+                                   f"({100.0 * self._mix_counts['synthetic'] / total:.1f}% synthetic)")
+        self._mix_counts = {"real": 0, "synthetic": 0}

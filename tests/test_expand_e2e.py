@@ -1,0 +1,67 @@
+"""The vertical slice of issue 2 with real nnU-Net commands on a tiny 2D dataset."""
+import json
+
+import pytest
+from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+from conftest import run_command, venv_command
+from nnunet_synth.splits import default_folds
+from nnunet_synth.testing import make_raw_dataset_2d, make_standin_synthetic_dataset
+
+
+@pytest.mark.e2e
+def test_plan_expand_train_predict(nnunet_folders, tmp_path):
+    env = nnunet_folders.env()
+    env.update(nnUNetSynth_epochs="1", nnUNetSynth_iterations_per_epoch="3", nnUNetSynth_val_iterations_per_epoch="1")
+    real = make_raw_dataset_2d(nnunet_folders.raw, 901, n_cases=10)
+    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "-np", "1", "-npfp", "1",
+                 "--verify_dataset_integrity"], env)
+
+    case_ids = sorted(p.name[:-4] for p in (real / "labelsTr").iterdir())
+    folds = default_folds(case_ids)
+    synth = make_standin_synthetic_dataset(real, nnunet_folders.raw, 902, k=2, trained_on=folds[0]["train"])
+    verify_dataset_integrity(str(synth), num_processes=1)
+
+    proc = run_command([venv_command("nnunet-synth"), "expand", "-d", "901", "-s", "902", "-o", "903",
+                        "--preprocess", "2d", "-np", "1"], env)
+    assert "folds [1, 2, 3, 4] are refused" in proc.stdout
+    expanded = nnunet_folders.raw / "Dataset903_Tiny2DExpanded"
+    verify_dataset_integrity(str(expanded), num_processes=1)
+    # real images are referenced, not copied
+    assert not (expanded / "imagesTr").exists()
+
+    splits = json.loads((nnunet_folders.preprocessed / expanded.name / "splits_final.json").read_text())
+    manifest = json.loads((expanded / "synthesis.json").read_text())
+    sources = {k: v["source_case"] for k, v in manifest["cases"].items()}
+    assert len(splits) == 5
+    for real_fold, fold in zip(folds, splits):
+        assert set(fold["val"]) == set(real_fold["val"])           # validation: real cases only, as before
+        assert not set(fold["val"]) & set(sources)
+        syn_train = [c for c in fold["train"] if c in sources]
+        assert syn_train and all(sources[c] not in fold["val"] for c in syn_train)
+        assert set(real_fold["train"]) <= set(fold["train"])
+        assert len(syn_train) == 2 * len(real_fold["train"])
+
+    train = [venv_command("nnUNetv2_train"), "903", "2d", "0", "-tr", "nnUNetTrainerSynthExpandShort", "-device", "cpu"]
+    run_command(train, env)
+    result = nnunet_folders.results / expanded.name / "nnUNetTrainerSynthExpandShort__nnUNetPlans__2d" / "fold_0"
+    assert (result / "checkpoint_final.pth").is_file()
+    log = "".join(p.read_text() for p in result.glob("training_log_*.txt"))
+    assert "split check passed: 8 real + 16 synthetic training cases, 2 real validation cases" in log
+    assert "samples drawn this epoch:" in log
+    validated = json.loads((result / "validation" / "summary.json").read_text())
+    assert {c["prediction_file"].split("/")[-1] for c in validated["metric_per_case"]} == \
+        {f"{c}.png" for c in folds[0]["val"]}
+
+    # fold 1 validates on cases the generator was trained on: refused
+    refused = run_command(train[:3] + ["1"] + train[4:], env, check=False)
+    assert refused.returncode != 0
+    assert "fold 1 of Dataset903_Tiny2DExpanded was refused" in refused.stdout + refused.stderr
+
+    pred_in, pred_out = tmp_path / "pred_in", tmp_path / "pred_out"
+    pred_in.mkdir()
+    for c in folds[0]["val"]:
+        (pred_in / f"{c}_0000.png").write_bytes((real / "imagesTr" / f"{c}_0000.png").read_bytes())
+    run_command([venv_command("nnUNetv2_predict"), "-i", str(pred_in), "-o", str(pred_out), "-d", "903", "-c", "2d",
+                 "-f", "0", "-tr", "nnUNetTrainerSynthExpandShort", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    assert sorted(p.name for p in pred_out.glob("*.png")) == sorted(f"{c}.png" for c in folds[0]["val"])
