@@ -1,0 +1,55 @@
+"""ISIC 2017 Part 1: skin lesion segmentation (Codella et al., 2018) -> nnU-Net.
+
+Source layout (the challenge downloads unzipped into SOURCE_DIR):
+
+    ISIC-2017_Training_Data/ISIC_0000000.jpg  (+ ISIC_0000000_superpixels.png, metadata CSV: ignored)
+    ISIC-2017_Training_Part1_GroundTruth/ISIC_0000000_segmentation.png
+    ISIC-2017_Validation_Data/            ISIC-2017_Validation_Part1_GroundTruth/
+    ISIC-2017_Test_v2_Data/               ISIC-2017_Test_v2_Part1_GroundTruth/
+
+Training (2000) and validation (150) -> imagesTr/labelsTr; the official test
+set (600) -> imagesTs/labelsTs. Validation and test are optional. Case ids are
+the ISIC ids. JPEG images become three PNG channels (R, G, B: ``_0000`` to
+``_0002``), never re-encoded as JPEG. Masks: 0 background, 255 lesion -> 1; any
+other value is reported (anti-aliased mask).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+from nnunet_synth.convert import Case
+from nnunet_synth.convert.images import convert_pair
+from nnunet_synth.convert.isic import isic_cases
+
+NAME = "ISIC2017"
+SUBSETS = [
+    ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth", "Tr", True),
+    ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth", "Tr", False),
+    ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth", "Ts", False),
+]
+
+
+def convert_case(case: Case, folder: str):
+    return convert_pair(case, folder, color=True)
+
+
+def convert(source: Path, ds, options) -> None:
+    cases, notes = isic_cases(source, ds.problems, SUBSETS)
+    for note in notes:
+        print(note)
+    ds.convert(convert_case, cases, desc="ISIC 2017")
+    generate_dataset_json(str(ds.folder), {0: "R", 1: "G", 2: "B"}, {"background": 0, "lesion": 1},
+                          ds.num_training, ".png", dataset_name=ds.name, reference="https://challenge.isic-archive.com/data/#2017",
+                          license="CC BY-NC 4.0 (ISIC Archive)", converted_by="nnunet-synth convert isic2017",
+                          description="ISIC 2017 part 1; training + validation in imagesTr, official test set in imagesTs",
+                          source_mask_mapping={"0": "background (0)", "255": "lesion (1)"})
+
+
+if __name__ == "__main__":
+    import sys
+
+    from nnunet_synth.convert.run import script_main
+
+    raise SystemExit(script_main(sys.modules[__name__]))

@@ -1,0 +1,13 @@
+"""Shared pieces of the public dataset converters in ``dataset_conversion/``.
+
+- ``problems``: per-file problems, reported together at the end;
+- ``images``: reading 2D sources, mask binarisation with anti-alias detection,
+  lossless PNG/NIfTI writing;
+- ``splits``: patient-grouped folds (``splits_final.json``);
+- ``staging``: convert into a hidden folder, verify, rename;
+- ``registry``: NAME -> script; ``run``: the command line and ``run_converter``.
+"""
+from nnunet_synth.convert.problems import CaseProblem, ConversionFailed, Problem, ProblemLog
+from nnunet_synth.convert.staging import Case, StagedDataset
+
+__all__ = ["Case", "CaseProblem", "ConversionFailed", "Problem", "ProblemLog", "StagedDataset"]
