@@ -71,13 +71,14 @@ def find_cases(source: Path, problems, classes: bool) -> list[Case]:
         for number in sorted(set(masks) - set(images), key=int):
             for path in masks[number]:
                 problems.add(path, "mask without an image")
-        label = {"benign": 1, "malignant": 2 if classes else 1, "normal": 0}[cls]
+        # Normal images have empty masks; the label value only matters for lesion classes.
+        label = 2 if classes and cls == "malignant" else 1
         for number, image in sorted(images.items(), key=lambda kv: int(kv[0])):
             if number not in masks:
                 problems.add(image, "image without a _mask file")
                 continue
             cases.append(Case(f"busi_{cls}_{int(number):03d}", "Tr", (str(image),), None,
-                              {"image": str(image), "masks": [str(p) for p in masks[number]], "label": max(label, 1)}))
+                              {"image": str(image), "masks": [str(p) for p in masks[number]], "label": label}))
     return cases
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
 from nnunet_synth.convert import Case, CaseProblem
-from nnunet_synth.convert.images import (convert_pair, read_gray, read_mask, write_png_case)
+from nnunet_synth.convert.images import convert_pair, read_gray, write_png_case
 from nnunet_synth.convert.splits import grouped_kfold
 from nnunet_synth.errors import SynthError
 
@@ -90,7 +90,7 @@ def _crop_cases(source: Path, problems) -> list[Case]:
     cases = []
     for (patient, image), stems in sorted(groups.items()):
         base = f"ddti_{patient}_{image}"
-        if len(stems) == 1 or _identical_images([images[s] for s in stems], problems):
+        if len(stems) == 1 or _identical_images([images[s] for s in stems]):
             cases.append(Case(base, "Tr", tuple(str(images[s]) for s in stems), patient,
                               {"image": str(images[stems[0]]), "masks": [str(masks[s]) for s in stems]}))
             continue
@@ -102,7 +102,7 @@ def _crop_cases(source: Path, problems) -> list[Case]:
     return cases
 
 
-def _identical_images(paths: list[Path], problems) -> bool:
+def _identical_images(paths: list[Path]) -> bool:
     try:
         first = read_gray(paths[0])
         return all(np.array_equal(first, read_gray(p)) for p in paths[1:])

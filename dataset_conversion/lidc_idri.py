@@ -153,10 +153,10 @@ def consensus_mask(readers: list[list[np.ndarray]], shape) -> np.ndarray:
         per_reader = defaultdict(list)
         for i in members:
             per_reader[outlines[i][0]].append(outlines[i][1])
-        votes = np.zeros(seg.shape, dtype=np.uint8)
-        for voxel_lists in per_reader.values():
-            votes[np.unique(np.concatenate(voxel_lists))] += 1
-        seg[votes >= CONSENSUS * len(per_reader)] = 1
+        # Votes are counted on the cluster's voxels only; a full-volume counter per nodule would be slow on 512^2 CT.
+        voxels, votes = np.unique(np.concatenate([np.unique(np.concatenate(v)) for v in per_reader.values()]),
+                                  return_counts=True)
+        seg[voxels[votes >= CONSENSUS * len(per_reader)]] = 1
     return seg.reshape(shape)
 
 

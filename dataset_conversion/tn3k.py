@@ -5,7 +5,8 @@ Source layout (as released with TRFE-Net, SOURCE_DIR as shown):
     tn3k/
         trainval-image/0000.jpg ...      trainval-mask/0000.jpg ...
         test-image/0000.jpg ...          test-mask/0000.jpg ...
-        tn3k-trainval-fold0.json ...     {"train": [0, 1, ...], "val": [...]}
+        tn3k-trainval-fold0.json ... tn3k-trainval-fold4.json    {"train": [0, 1, ...], "val": [...]}
+        label4trainval.csv  label4test.csv                        (benign/malignant labels: not used)
 
 Images and masks are JPEG. The images become one grayscale PNG channel (no
 second lossy encoding). JPEG masks carry compression noise along edges, so

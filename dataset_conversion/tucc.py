@@ -111,7 +111,11 @@ def find_cases(source: Path, problems, frame_step: int) -> list[Case]:
 
 def convert(source: Path, ds, options) -> None:
     cases = find_cases(source, ds.problems, getattr(options, "frame_step", 1))
-    converted = ds.convert(convert_case, cases, desc="TUCC frames")
+    try:
+        converted = ds.convert(convert_case, cases, desc="TUCC frames")
+    finally:
+        while _open_files:
+            _open_files.popitem()[1].close()
     patients = {c.case_id: c.patient for c in converted}
     ds.write_splits(grouped_kfold(list(patients), list(patients.values())), patients)
     generate_dataset_json(str(ds.folder), {0: "US"}, {"background": 0, "nodule": 1}, ds.num_training, ".png",
