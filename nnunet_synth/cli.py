@@ -18,6 +18,7 @@ from nnunet_synth.errors import SynthError
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("nnunet_synth.doctor", "check the environment and print the line that fixes each problem"),
     "trainer-path": ("nnunet_synth.doctor_trainer_path", "print the folder that nnUNet_extTrainer must point to"),
+    "phantom": ("nnunet_synth.phantom.cli", "write the built-in ultrasound phantom datasets (training device A, test devices A, B, C)"),
     "expand": ("nnunet_synth.expand", "build an expanded raw dataset: real plus synthetic cases, leakage-safe folds"),
     "fit": ("nnunet_synth.generators.fit_cmd", "train a generator on the real training cases of a fold"),
     "generate": ("nnunet_synth.generators.generate_cmd", "write a synthetic raw dataset (twins or new pairs) with its manifest"),
