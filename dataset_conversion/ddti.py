@@ -22,8 +22,8 @@ Three source layouts are recognised (SOURCE_DIR is the folder shown):
    one nodule labelled. Copies whose images are pixel-identical are merged
    into one case with the union of their masks (otherwise the same image
    would come with contradicting labels); copies that are different crops
-   stay separate cases (``ddti_{n}_{k}_n{j}``). Either way all cases of a
-   patient stay together.
+   stay separate cases (``ddti_{n}_{k}_n{j}``, j = the first nodule of the
+   merged copies). Either way all cases of a patient stay together.
 
 Output: grayscale PNG, one channel (US); labels 0 background, 1 nodule (any
 non-zero mask value). DDTI has no official test set; the converter writes a
@@ -90,25 +90,33 @@ def _crop_cases(source: Path, problems) -> list[Case]:
     cases = []
     for (patient, image), stems in sorted(groups.items()):
         base = f"ddti_{patient}_{image}"
-        if len(stems) == 1 or _identical_images([images[s] for s in stems]):
-            cases.append(Case(base, "Tr", tuple(str(images[s]) for s in stems), patient,
-                              {"image": str(images[stems[0]]), "masks": [str(masks[s]) for s in stems]}))
-            continue
-        for stem in stems:
-            nodule = CROP_NAME.fullmatch(stem)["nodule"]
-            case_id = base if nodule is None else f"{base}_n{nodule}"
-            cases.append(Case(case_id, "Tr", (str(images[stem]),), patient,
-                              {"image": str(images[stem]), "masks": [str(masks[stem])]}))
+        copies = _identical_copies(stems, images)
+        for members in copies:
+            nodule = CROP_NAME.fullmatch(members[0])["nodule"]
+            case_id = base if len(copies) == 1 or nodule is None else f"{base}_n{nodule}"
+            cases.append(Case(case_id, "Tr", tuple(str(images[s]) for s in members), patient,
+                              {"image": str(images[members[0]]), "masks": [str(masks[s]) for s in members]}))
     return cases
 
 
-def _identical_images(paths: list[Path]) -> bool:
-    try:
-        first = read_gray(paths[0])
-        return all(np.array_equal(first, read_gray(p)) for p in paths[1:])
-    except CaseProblem:
-        # The unreadable file is reported when its case is converted.
-        return False
+def _identical_copies(stems: list[str], images: dict[str, Path]) -> list[list[str]]:
+    """Group the files of one image by pixel content: each group becomes one case."""
+    if len(stems) == 1:
+        return [stems]
+    groups: list[tuple[np.ndarray | None, list[str]]] = []
+    for stem in stems:
+        try:
+            pixels = read_gray(images[stem])
+        except CaseProblem:
+            groups.append((None, [stem]))  # reported when its case is converted
+            continue
+        for first, members in groups:
+            if first is not None and first.shape == pixels.shape and np.array_equal(first, pixels):
+                members.append(stem)
+                break
+        else:
+            groups.append((pixels, [stem]))
+    return [members for _, members in groups]
 
 
 def _processed_cases(source: Path, problems) -> list[Case]:

@@ -38,8 +38,8 @@ def test_crop_layout_merges_identical_copies_and_keeps_patients_together(tmp_pat
     src, expected = fixtures.ddti_crops(tmp_path)
     folder = run_converter(load_converter("ddti"), src, 501)
     _check_grouped_output(folder, nnunet_folders.preprocessed, expected["cases"], expected["patients"])
-    case, union = expected["merged"]
-    assert np.array_equal(fixtures.read_png(folder / "labelsTr" / f"{case}.png"), union.astype(np.uint8))
+    for case, union in expected["merged"]:
+        assert np.array_equal(fixtures.read_png(folder / "labelsTr" / f"{case}.png"), union.astype(np.uint8))
     assert set(expected["separate"]) <= set(fixtures.case_ids(folder))
     assert fixtures.read_png(folder / "imagesTr" / "ddti_1_1_0000.png").ndim == 2
     dataset_json = json.loads((folder / "dataset.json").read_text())
@@ -89,10 +89,11 @@ def test_real_ddti_crop_folder(tmp_path, nnunet_folders):
     assert layout.startswith("nodule crops") and not problems.problems
     assert sum(len(c.info["masks"]) for c in cases) == 655
     by_id = {c.case_id: c for c in cases}
-    # 294_1(1..3), 350_2, 374_1 and 381_2 are pixel-identical copies: merged; 100_1(1)/(2) are two crops.
-    assert len(by_id["ddti_294_1"].info["masks"]) == 3
-    assert {"ddti_100_1_n1", "ddti_100_1_n2"} <= set(by_id)
-    assert len(cases) == 650 and len({c.patient for c in cases}) == 380
+    # Pixel-identical copies are merged: 294_1(1..3), 348_1(1..4), 359_1(1..2), 350_2, 374_1, 381_2
+    # (15 files, 6 cases); 100_1(1)/(2) and 348_1(5) are crops of their own.
+    assert len(by_id["ddti_294_1"].info["masks"]) == 3 and len(by_id["ddti_348_1_n1"].info["masks"]) == 4
+    assert {"ddti_100_1_n1", "ddti_100_1_n2", "ddti_348_1_n5"} <= set(by_id)
+    assert len(cases) == 655 - 15 + 6 and len({c.patient for c in cases}) == 380
 
     subset = tmp_path / "ddti_crop"
     patients = {"100", "101", "102", "106", "294", "350"}

@@ -66,7 +66,11 @@ def ddti_crops(root, broken: bool = False, seed: int = 0):
         img, mask = _case(rng)
         _save(src / "images" / f"3_1({j}).png", img)
         _save(src / "masks" / f"3_1({j}).gif", mask.astype(np.uint8) * 255)
-    expected = {"cases": 9, "patients": 7, "merged": ("ddti_2_1", merged),
+    # A third file repeating crop (2) with another nodule: merged into case ddti_3_1_n2.
+    _, mask3 = _case(rng)
+    _save(src / "images" / "3_1(3).png", img)
+    _save(src / "masks" / "3_1(3).gif", mask3.astype(np.uint8) * 255)
+    expected = {"cases": 9, "patients": 7, "merged": [("ddti_2_1", merged), ("ddti_3_1_n2", mask | mask3)],
                 "separate": ["ddti_3_1_n1", "ddti_3_1_n2"]}
     if broken:
         img, mask = _case(rng)
