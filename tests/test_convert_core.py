@@ -55,6 +55,14 @@ def test_read_gray_keeps_equal_channels_and_warns_on_colour(tmp_path):
     warnings = []
     assert read_gray(tmp_path / "b.png", warnings).shape == (3, 4)
     assert warnings and "luma" in warnings[0]
+    rng = np.random.default_rng(0)
+    noisy_gray = rng.integers(0, 256, (16, 16)).astype(np.uint8)
+    Image.fromarray(np.stack([noisy_gray] * 3, -1)).save(tmp_path / "d.jpg", quality=75)
+    warnings = []
+    assert read_gray(tmp_path / "d.jpg", warnings).shape == (16, 16) and warnings == []  # chroma noise only
+    Image.fromarray(np.stack([noisy_gray, noisy_gray // 3, noisy_gray], -1)).save(tmp_path / "e.jpg")
+    read_gray(tmp_path / "e.jpg", warnings)
+    assert len(warnings) == 1
     (tmp_path / "c.png").write_bytes(b"not a png")
     with pytest.raises(CaseProblem, match="unreadable image"):
         read_gray(tmp_path / "c.png")
@@ -98,6 +106,15 @@ def test_failed_conversion_leaves_nothing_and_names_the_files(tmp_path, nnunet_f
         assert name in report
     assert list(nnunet_folders.raw.iterdir()) == []
     assert not (nnunet_folders.preprocessed / "Dataset502_BUSI").exists()
+
+
+def test_nothing_convertible_is_an_error(tmp_path, nnunet_folders):
+    src, _ = fixtures.ph2(tmp_path)
+    for lesion in src.rglob("*_lesion.bmp"):
+        lesion.unlink()
+    with pytest.raises(SynthError, match="no training case could be converted"):
+        run_converter(load_converter("ph2"), src, 503, raw_root=nnunet_folders.raw, allow_skip=True)
+    assert list(nnunet_folders.raw.iterdir()) == []
 
 
 def test_existing_dataset_id_is_refused(tmp_path, nnunet_folders):

@@ -40,13 +40,19 @@ def _open(path):
     return img
 
 
+# In a JPEG of a gray image, chroma subsampling leaves channel differences of a few grey levels.
+JPEG_GRAY_TOLERANCE = 8
+
+
 def read_gray(path, warnings: list[str] | None = None) -> np.ndarray:
     """A grayscale-modality image as (H, W) uint8/uint16.
 
     Ultrasound is often stored as RGB with three equal channels; those become
     one channel unchanged. An RGB file whose channels differ (colour calipers
     or Doppler overlays) is converted with Pillow's ITU-R 601 luma transform
-    and a warning is recorded, because information is lost.
+    and a warning is recorded, because information is lost. A JPEG whose
+    channels differ by at most JPEG_GRAY_TOLERANCE is a gray image with
+    compression noise: converted to luma without a warning.
     """
     img = _open(path)
     if img.mode in ("L", "I;16", "I;16B", "I;16L"):
@@ -65,6 +71,9 @@ def read_gray(path, warnings: list[str] | None = None) -> np.ndarray:
     rgb = np.asarray(img)
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         return np.ascontiguousarray(rgb[..., 0])
+    spread = int((rgb.max(-1).astype(np.int16) - rgb.min(-1)).max())
+    if is_lossy(path) and spread <= JPEG_GRAY_TOLERANCE:
+        return np.asarray(img.convert("L"))
     if warnings is not None:
         warnings.append("colour pixels in a grayscale image; converted to luma")
     return np.asarray(img.convert("L"))

@@ -186,6 +186,11 @@ class StagedDataset:
                 self._collect(tqdm(pool.imap_unordered(_convert_star, work), **bar))
         if self.problems.problems and not self.allow_skip:
             self._fail()
+        if not any(c.split == "Tr" for c in self.converted):
+            if self.problems.problems:
+                print(self.problems.report(), file=sys.stderr)
+            raise SynthError(f"{self.source}: no training case could be converted "
+                             f"({len(cases)} found, {len(self.skipped)} skipped); check the layout with --help")
         self.converted.sort(key=lambda c: (c.split, c.case_id))
         return list(self.converted)
 
