@@ -18,11 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
-
-from nnunet_synth.convert import Case
-from nnunet_synth.convert.images import convert_pair
-from nnunet_synth.convert.isic import isic_cases
+from nnunet_synth.convert.isic import convert_isic  # per-case function and dataset.json shared by both years
 
 NAME = "ISIC2018"
 SUBSETS = [
@@ -32,20 +28,8 @@ SUBSETS = [
 ]
 
 
-def convert_case(case: Case, folder: str):
-    return convert_pair(case, folder, color=True)
-
-
 def convert(source: Path, ds, options) -> None:
-    cases, notes = isic_cases(source, ds.problems, SUBSETS)
-    for note in notes:
-        print(note)
-    ds.convert(convert_case, cases, desc="ISIC 2018")
-    generate_dataset_json(str(ds.folder), {0: "R", 1: "G", 2: "B"}, {"background": 0, "lesion": 1},
-                          ds.num_training, ".png", dataset_name=ds.name, reference="https://challenge.isic-archive.com/data/#2018",
-                          license="CC BY-NC 4.0 (ISIC Archive)", converted_by="nnunet-synth convert isic2018",
-                          description="ISIC 2018 task 1; training + validation in imagesTr, official test set in imagesTs",
-                          source_mask_mapping={"0": "background (0)", "255": "lesion (1)"})
+    convert_isic(source, ds, SUBSETS, 2018)
 
 
 if __name__ == "__main__":

@@ -232,25 +232,17 @@ def tucc(root, broken: bool = False, seed: int = 0):
     src = Path(root) / "thyroidultrasoundcineclip"
     src.mkdir(parents=True, exist_ok=True)
     annots = ["1_", "2_", "2_1", "3_", "4_", "5_"]  # patient 2 has two nodules (two clips)
-    images, masks, ids, frames = [], [], [], []
-    for annot in annots:
-        for frame in range(3):
-            img, mask = _case(rng)
-            images.append(img)
-            masks.append(mask.astype(np.uint8))  # the release stores 0/1
-            ids.append(annot.encode())
-            frames.append(frame)
-    if broken:
+    rows = {"image": [], "mask": [], "annot_id": [], "frame_num": []}
+    clips = [(annot, frame, False) for annot in annots for frame in range(3)] + ([("6_", 0, True)] if broken else [])
+    for annot, frame, anti_aliased in clips:
         img, mask = _case(rng)
-        images.append(img)
-        masks.append(_anti_aliased(mask))
-        ids.append(b"6_")
-        frames.append(0)
+        rows["image"].append(img)
+        rows["mask"].append(_anti_aliased(mask) if anti_aliased else mask.astype(np.uint8))  # the release stores 0/1
+        rows["annot_id"].append(annot.encode())
+        rows["frame_num"].append(frame)
     with h5py.File(src / "dataset.hdf5", "w") as f:
-        f["image"] = np.stack(images)
-        f["mask"] = np.stack(masks)
-        f["annot_id"] = np.array(ids)
-        f["frame_num"] = np.array(frames)
+        for key, values in rows.items():
+            f[key] = np.stack(values)
     (src / "metadata.csv").write_text("annot_id,age,sex,histopath_diagnosis\n" +
                                       "".join(f"{a},50,F,Benign\n" for a in annots))
     expected = {"cases": 18, "patients": 5}
