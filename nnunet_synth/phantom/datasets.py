@@ -91,7 +91,7 @@ def write_case(dataset: PhantomDataset, i: int, folder: str) -> str:
     """Simulate case ``i`` and write its image and label (each atomically). Module level: picklable."""
     import SimpleITK as sitk
 
-    from nnunet_synth.phantom.simulate import simulate
+    from nnunet_synth.phantom.bmode import simulate
 
     case = dataset.case_id(i)
     image, mask, (sy, sx) = simulate(dataset.device, np.random.default_rng(dataset.case_seed(i)), dataset.image_size)
@@ -207,7 +207,7 @@ def make_phantom_datasets(raw_root: str | os.PathLike, first_id: int = 700, n_tr
         # Workers fork after the simulator is imported, so they start in a blink.
         import SimpleITK  # noqa: F401
 
-        import nnunet_synth.phantom.simulate  # noqa: F401
+        import nnunet_synth.phantom.bmode  # noqa: F401
         pool = ProcessPoolExecutor(max_workers=workers)
     try:
         for d in todo:

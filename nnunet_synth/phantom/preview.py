@@ -8,7 +8,7 @@ import numpy as np
 
 from nnunet_synth.atomic import atomic_path
 from nnunet_synth.phantom.anatomy import sample_anatomy
-from nnunet_synth.phantom.simulate import resolve_device, simulate
+from nnunet_synth.phantom.bmode import resolve_device, simulate
 
 
 def write_preview(path: str | os.PathLike, devices=("A", "B", "C"), n_examples: int = 4, seed: int = 0,

@@ -1,4 +1,4 @@
-"""One ultrasound image: anatomy -> scatterers -> RF lines -> envelope -> B-mode.
+"""One B-mode ultrasound image: anatomy -> scatterers -> RF lines -> envelope -> grey values.
 
 The pipeline follows how a scanner forms an image:
 
