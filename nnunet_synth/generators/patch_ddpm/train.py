@@ -1,0 +1,278 @@
+"""Training the patch-wise DDPM with Hugging Face accelerate.
+
+Each step draws a batch of random patches (a fraction of them centred on a
+foreground voxel), noises them with diffusers' DDPMScheduler at random
+timesteps, and fits the network's noise prediction with an MSE loss. Memory
+therefore depends on the patch size only, never on the image size.
+
+Every random draw of step ``n`` comes from generators seeded with
+``(seed, n, process index)``, so a run resumed from a checkpoint takes exactly
+the same steps as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from nnunet_synth import __version__
+from nnunet_synth.atomic import write_json_atomic
+from nnunet_synth.errors import SynthError
+from nnunet_synth.generators.base import TrainingCase
+from nnunet_synth.generators.patch_ddpm import folder
+from nnunet_synth.generators.patch_ddpm.network import build_network, coordinates, network_kwargs, one_hot
+from nnunet_synth.generators.patch_ddpm.options import FitSettings, resolve_fit_settings
+
+# Settings that may change between a run and its resumption; everything else
+# in config.json must match, or the checkpoint would belong to another model.
+RESUMABLE_CHANGES = {"train_steps", "checkpoint_every", "mixed_precision"}
+# Foreground positions kept per case for foreground-centred patches; a sample
+# is enough and bounds memory on large 3D label maps.
+MAX_FOREGROUND_POSITIONS = 100_000
+
+
+def ddpm_scheduler_config(num_train_timesteps: int) -> dict:
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="linear",
+        prediction_type="epsilon",
+        # Images live in [-1, 1]; clipping the predicted clean image keeps
+        # DDPM/DDIM sampling inside that range.
+        clip_sample=True,
+        clip_sample_range=1.0,
+        # "trailing" spacing includes the last training timestep, which matters
+        # when sampling with few steps.
+        timestep_spacing="trailing",
+    )
+    return json.loads(scheduler.to_json_string())
+
+
+def build_config(cases: list[TrainingCase], labels: list[int], settings: FitSettings) -> dict:
+    spatial_dims = cases[0].image.ndim - 1
+    image_channels = cases[0].image.shape[0]
+    foreground = [int(v) for v in sorted(labels) if v != 0]
+    return {
+        "_class_name": "PatchDDPMGenerator",
+        "format_version": folder.FORMAT_VERSION,
+        "nnunet_synth_version": __version__,
+        "spatial_dims": spatial_dims,
+        "image_channels": image_channels,
+        "labels": [int(v) for v in sorted(labels)],
+        "mask_channels": "one-hot of the foreground labels (background has no channel)",
+        "coordinate_channels": "global voxel index per axis scaled to [-1, 1]",
+        "patch_size": list(settings.patch_size),
+        "network": network_kwargs(spatial_dims, image_channels, len(foreground), settings.channels,
+                                  settings.res_blocks),
+        "scheduler": ddpm_scheduler_config(settings.num_train_timesteps),
+        "settings": settings.to_json(),
+    }
+
+
+def _comparable(config: dict) -> dict:
+    out = {k: v for k, v in config.items() if k not in ("nnunet_synth_version", "steps_trained", "settings")}
+    out["scheduler"] = {k: v for k, v in config["scheduler"].items() if not k.startswith("_")}
+    out["settings"] = {k: v for k, v in config["settings"].items() if k not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps(out))
+
+
+def _check_cases(cases: list[TrainingCase], labels: list[int], patch_size: tuple[int, ...] | None = None) -> None:
+    if not cases:
+        raise SynthError("patch-ddpm fit got no training cases")
+    first = cases[0]
+    for case in cases:
+        if case.image.ndim != first.image.ndim or case.image.shape[0] != first.image.shape[0]:
+            raise SynthError(f"training case {case.case_id} has image shape {case.image.shape}, but "
+                             f"{first.case_id} has {first.image.shape}: all cases need the same channels and axes")
+        if case.seg.shape != case.image.shape[1:]:
+            raise SynthError(f"training case {case.case_id}: mask shape {case.seg.shape} differs from image shape "
+                             f"{case.image.shape[1:]}")
+        extra = sorted(set(np.unique(case.seg).tolist()) - set(labels))
+        if extra:
+            raise SynthError(f"training case {case.case_id} has labels {extra} that are not in the dataset's "
+                             f"labels {sorted(labels)}")
+        peak = float(np.abs(case.image).max())
+        if peak > 1.0 + 1e-3 or not np.isfinite(peak):
+            raise SynthError(f"training case {case.case_id} has intensities up to {peak:g}; patch-ddpm expects "
+                             f"images normalised to [-1, 1]")
+        if patch_size is not None and any(s < p for s, p in zip(case.seg.shape, patch_size)):
+            raise SynthError(f"training case {case.case_id} is {'x'.join(map(str, case.seg.shape))} but the patch "
+                             f"is {'x'.join(map(str, patch_size))}; choose --patch-size at most the smallest image")
+
+
+class PatchSampler:
+    """Random training patches: crops of image, mask and their global coordinates."""
+
+    def __init__(self, cases: list[TrainingCase], patch_size: tuple[int, ...], foreground_fraction: float, seed: int):
+        self.cases = cases
+        self.patch = np.array(patch_size)
+        self.foreground_fraction = foreground_fraction
+        rng = np.random.default_rng([seed, 7])
+        self.foreground = []
+        for case in cases:
+            pos = np.argwhere(case.seg > 0)
+            if len(pos) > MAX_FOREGROUND_POSITIONS:
+                pos = pos[rng.choice(len(pos), MAX_FOREGROUND_POSITIONS, replace=False)]
+            self.foreground.append(pos)
+
+    def start(self, rng: np.random.Generator, index: int) -> tuple[int, ...]:
+        shape = np.array(self.cases[index].seg.shape)
+        fg = self.foreground[index]
+        if len(fg) and rng.random() < self.foreground_fraction:
+            centre = fg[rng.integers(len(fg))]
+            start = np.clip(centre - self.patch // 2, 0, shape - self.patch)
+        else:
+            start = np.array([rng.integers(0, s - p + 1) for s, p in zip(shape, self.patch)])
+        return tuple(int(v) for v in start)
+
+    def batch(self, rng: np.random.Generator, batch_size: int):
+        images, segs, starts, shapes = [], [], [], []
+        for _ in range(batch_size):
+            index = int(rng.integers(len(self.cases)))
+            start = self.start(rng, index)
+            window = tuple(slice(s, s + p) for s, p in zip(start, self.patch))
+            case = self.cases[index]
+            images.append(case.image[(slice(None),) + window])
+            segs.append(case.seg[window])
+            starts.append(start)
+            shapes.append(case.seg.shape)
+        coords = torch.cat([coordinates([s], tuple(self.patch), shape) for s, shape in zip(starts, shapes)])
+        return (torch.from_numpy(np.stack(images).astype(np.float32)),
+                torch.from_numpy(np.stack(segs).astype(np.int64)), coords)
+
+
+def _checkpoint_dir(model_dir: Path) -> Path | None:
+    """The last complete checkpoint; a crash between the two renames of a save leaves it in .checkpoint-old."""
+    for name in (folder.CHECKPOINT_NAME, ".checkpoint-old"):
+        path = model_dir / name
+        if (path / "progress.json").is_file():
+            return path
+    return None
+
+
+def _save_checkpoint(accelerator, model_dir: Path, step: int) -> None:
+    tmp, current, old = model_dir / ".checkpoint-tmp", model_dir / folder.CHECKPOINT_NAME, model_dir / ".checkpoint-old"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / "progress.json", {"step": step})
+        if old.exists():
+            shutil.rmtree(old)
+        if current.exists():
+            current.rename(old)
+        tmp.rename(current)
+        if old.exists():
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _mixed_precision(setting: str, on_cpu: bool) -> str:
+    if setting != "auto":
+        return setting
+    if not on_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, args: argparse.Namespace) -> None:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
+
+    model_dir = Path(model_dir)
+    labels = sorted(int(v) for v in labels)
+    _check_cases(cases, labels)
+    settings = resolve_fit_settings(args, cases[0].image.ndim - 1)
+    _check_cases(cases, labels, settings.patch_size)
+    config = build_config(cases, labels, settings)
+
+    if (model_dir / folder.CONFIG_NAME).is_file():
+        saved = folder.read_config(model_dir, must_be_trained=False)
+        old, new = _comparable(saved), _comparable(config)
+        if old != new:
+            key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+            raise SynthError(f"model folder {model_dir} holds a model trained with different settings ({key}: "
+                             f"{old.get(key)} there, {new.get(key)} now); use another -o folder or delete it")
+        config["steps_trained"] = saved.get("steps_trained", 0)
+    else:
+        config["steps_trained"] = 0
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    on_cpu = bool(getattr(args, "cpu", False)) or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision=_mixed_precision(settings.mixed_precision, on_cpu))
+    if accelerator.is_main_process:
+        folder.write_config(model_dir, config)
+
+    set_seed(settings.seed)  # initial weights
+    network = build_network(config["network"])
+    optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
+    network, optimizer = accelerator.prepare(network, optimizer)
+    ema = EMAModel(network.parameters(), decay=settings.ema_decay) if settings.ema_decay > 0 else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    start_step = 0
+    checkpoint = _checkpoint_dir(model_dir)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        start_step = json.loads((checkpoint / "progress.json").read_text())["step"]
+        if ema is not None:
+            ema.to(accelerator.device)
+    if start_step > settings.train_steps:
+        raise SynthError(f"model folder {model_dir} is already trained for {start_step} steps, more than "
+                         f"--train-steps {settings.train_steps}; use another -o folder to train a shorter model")
+
+    ddpm = DDPMScheduler.from_config(config["scheduler"])
+    patches = PatchSampler(cases, settings.patch_size, settings.foreground_fraction, settings.seed)
+    foreground = [v for v in labels if v != 0]
+    network.train()
+    progress = tqdm(range(start_step, settings.train_steps), initial=start_step, total=settings.train_steps,
+                    desc=f"patch-ddpm fit {model_dir.name}", disable=not accelerator.is_local_main_process)
+    for step in progress:
+        rng = np.random.default_rng([settings.seed, step, accelerator.process_index])
+        images, segs, coords = patches.batch(rng, settings.batch_size)
+        noise_gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+        noise = torch.randn(images.shape, generator=noise_gen)
+        timesteps = torch.randint(0, ddpm.config.num_train_timesteps, (len(images),), generator=noise_gen)
+        images, segs, coords, noise, timesteps = (t.to(accelerator.device) for t in
+                                                 (images, segs, coords, noise, timesteps))
+        noisy = ddpm.add_noise(images, noise, timesteps)
+        inputs = torch.cat([noisy, one_hot(segs, foreground), coords], dim=1)
+        with accelerator.autocast():
+            predicted = network(inputs, timesteps)
+        loss = F.mse_loss(predicted.float(), noise)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(network.parameters())
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if done % settings.checkpoint_every == 0 or done == settings.train_steps:
+            _save_checkpoint(accelerator, model_dir, done)
+
+    if config["steps_trained"] == settings.train_steps and (model_dir / folder.WEIGHTS_NAME).is_file():
+        return  # already complete: a rerun with the same settings has nothing to do
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(network)
+        if ema is not None:
+            ema.store(final.parameters())
+            ema.copy_to(final.parameters())
+        folder.save_weights(model_dir, final.state_dict())
+        if ema is not None:
+            ema.restore(final.parameters())
+        config["steps_trained"] = settings.train_steps
+        folder.write_config(model_dir, config)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,254 @@
+"""The patch-wise DDPM: tiny seeded models trained for a few steps on tiny 2D and 3D cases."""
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_synth.errors import SynthError
+from nnunet_synth.generators.base import TrainingCase
+from nnunet_synth.generators.patch_ddpm import PatchDDPMGenerator
+from nnunet_synth.generators.patch_ddpm import folder
+from nnunet_synth.generators.patch_ddpm.network import coordinates
+from nnunet_synth.generators.patch_ddpm.sample import FullPredictor, TiledPredictor
+from nnunet_synth.generators.patch_ddpm.train import PatchSampler
+
+TINY = "--train-steps 1 --patch-size 16 --channels 8 16 --res-blocks 1 --batch-size 2 --lr 1e-3 --steps 2"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The test machine's cores are shared; several torch threads per process
+    # there spend most of their time waiting for each other.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def options(extra: str = "", tiny: str = TINY) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    PatchDDPMGenerator.add_fit_arguments(parser)
+    PatchDDPMGenerator.add_generate_arguments(parser)
+    return parser.parse_args(f"{tiny} {extra}".split())
+
+
+def make_cases(shape, n=3, labels=(1, 2)):
+    rng = np.random.default_rng(len(shape))
+    cases = []
+    for i in range(n):
+        seg = np.zeros(shape, np.uint8)
+        lo = [int(rng.integers(0, s // 2)) for s in shape]
+        seg[tuple(slice(a, a + s // 3) for a, s in zip(lo, shape))] = labels[i % len(labels)]
+        image = np.clip(rng.normal(-0.3, 0.2, (1,) + shape) + 0.8 * (seg > 0), -1, 1).astype(np.float32)
+        cases.append(TrainingCase(f"case_{i}", image, seg, (1.0,) * len(shape)))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def model_2d(tmp_path_factory):
+    torch.set_num_threads(1)
+    model_dir = tmp_path_factory.mktemp("ddpm2d") / "model"
+    cases = make_cases((40, 36))
+    PatchDDPMGenerator.fit(cases, [0, 1, 2], model_dir, options("--train-steps 3 --checkpoint-every 2"))
+    return model_dir, cases
+
+
+@pytest.fixture(scope="module")
+def model_3d(tmp_path_factory):
+    torch.set_num_threads(1)
+    model_dir = tmp_path_factory.mktemp("ddpm3d") / "model"
+    cases = make_cases((20, 18, 24), labels=(1,))
+    PatchDDPMGenerator.fit(cases, [0, 1], model_dir, options("--train-steps 2"))
+    return model_dir, cases
+
+
+@pytest.mark.parametrize("which", ["model_2d", "model_3d"])
+@pytest.mark.parametrize("sampling", ["full", "tiled"])
+def test_fit_save_load_generate(which, sampling, request):
+    model_dir, cases = request.getfixturevalue(which)
+    assert (model_dir / folder.CONFIG_NAME).is_file() and (model_dir / folder.WEIGHTS_NAME).is_file()
+    config = json.loads((model_dir / folder.CONFIG_NAME).read_text())
+    assert config["steps_trained"] == config["settings"]["train_steps"]
+    generator = PatchDDPMGenerator.load(model_dir)
+    assert generator.model_labels() == ([0, 1, 2] if which == "model_2d" else [0, 1])
+    case = cases[0]
+    image = generator.generate(case.seg, case.spacing, seed=3, args=options(f"--sampling {sampling}"))
+    assert image.shape == case.image.shape and image.dtype == np.float32
+    assert np.isfinite(image).all() and image.min() >= -1 and image.max() <= 1
+    assert image.std() > 0
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm"])
+def test_seed_determines_the_image(model_2d, sampler):
+    model_dir, cases = model_2d
+    generator = PatchDDPMGenerator.load(model_dir)
+    args = options(f"--sampler {sampler} --sampling tiled")
+    a = generator.generate(cases[1].seg, (1.0, 1.0), seed=11, args=args)
+    b = PatchDDPMGenerator.load(model_dir).generate(cases[1].seg, (1.0, 1.0), seed=11, args=args)
+    c = generator.generate(cases[1].seg, (1.0, 1.0), seed=12, args=args)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 0.05
+
+
+def test_one_tile_covering_the_image_equals_full_sampling(model_2d):
+    model_dir, _ = model_2d
+    generator = PatchDDPMGenerator.load(model_dir)
+    mask = np.zeros((16, 16), np.uint8)  # the patch size and a multiple of the downsampling factor
+    mask[4:9, 6:12] = 2
+    full = generator.generate(mask, (1.0, 1.0), seed=5, args=options("--sampling full"))
+    tiled = generator.generate(mask, (1.0, 1.0), seed=5, args=options("--sampling tiled"))
+    np.testing.assert_allclose(tiled, full, atol=1e-5)
+
+
+def test_tiled_blend_is_a_weighted_average_of_the_tiles():
+    """A network that outputs its first coordinate channel must give back exactly the global coordinate field."""
+    shape, patch = (37, 50), (16, 16)
+
+    def network(inputs, t):
+        return inputs[:, -2:-1] * 1.0  # channels: image, one label, 2 coordinates
+
+    mask = torch.zeros(shape, dtype=torch.int16)
+    predictor = TiledPredictor(network, mask, [1], patch, overlap=0.5, tile_batch=3, device="cpu")
+    assert len(predictor.starts) > 4 and predictor.calls == 0
+    eps = predictor(torch.zeros((1, 1) + shape), torch.tensor(7))
+    expected = coordinates([(0, 0)], shape, shape)[:, :1]
+    torch.testing.assert_close(eps, expected, atol=1e-5, rtol=0)
+    assert predictor.calls == len(predictor.batches)
+    # the image corners are covered and coordinates span [-1, 1]
+    assert float(eps.min()) == pytest.approx(-1) and float(eps.max()) == pytest.approx(1)
+
+
+def test_full_predictor_pads_and_crops():
+    seen = []
+
+    def network(inputs, t):
+        seen.append(tuple(inputs.shape))
+        return inputs[:, -1:] * 1.0
+
+    predictor = FullPredictor(network, torch.zeros((13, 10), dtype=torch.int16), [1], factor=4, device="cpu")
+    eps = predictor(torch.zeros((1, 1, 13, 10)), torch.tensor(3))
+    assert seen == [(1, 4, 16, 12)] and eps.shape == (1, 1, 13, 10)
+    torch.testing.assert_close(eps, coordinates([(0, 0)], (13, 10), (13, 10))[:, 1:])
+
+
+def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
+    cases = make_cases((24, 24), n=2)
+    PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "once", options("--train-steps 4"))
+    PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "resumed", options("--train-steps 2"))
+    assert json.loads((tmp_path / "resumed" / "checkpoint" / "progress.json").read_text()) == {"step": 2}
+    PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "resumed", options("--train-steps 4"))
+    assert json.loads((tmp_path / "resumed" / "checkpoint" / "progress.json").read_text()) == {"step": 4}
+    assert json.loads((tmp_path / "resumed" / folder.CONFIG_NAME).read_text())["steps_trained"] == 4
+    from safetensors.torch import load_file
+
+    once = load_file(str(tmp_path / "once" / folder.WEIGHTS_NAME))
+    resumed = load_file(str(tmp_path / "resumed" / folder.WEIGHTS_NAME))
+    two_steps_differ = False
+    for key in once:
+        torch.testing.assert_close(resumed[key], once[key], atol=1e-6, rtol=1e-5)
+    # and training did change the weights between step 2 and step 4 (the comparison means something)
+    PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "two", options("--train-steps 2"))
+    two = load_file(str(tmp_path / "two" / folder.WEIGHTS_NAME))
+    two_steps_differ = any(not torch.equal(two[k], once[k]) for k in once)
+    assert two_steps_differ
+
+
+def test_rerun_with_other_settings_is_refused(model_2d, tmp_path):
+    model_dir, cases = model_2d
+    with pytest.raises(SynthError, match="different settings.*network"):
+        PatchDDPMGenerator.fit(cases, [0, 1, 2], model_dir, options("--train-steps 3", tiny=TINY.replace("8 16", "16 32")))
+
+
+def test_missing_or_incomplete_model_folder(model_2d, tmp_path):
+    with pytest.raises(SynthError, match="does not exist.*nnunet-synth fit patch-ddpm"):
+        PatchDDPMGenerator.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SynthError, match="no config.json"):
+        PatchDDPMGenerator.load(tmp_path / "empty")
+    model_dir, _ = model_2d
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / folder.CONFIG_NAME).write_text((model_dir / folder.CONFIG_NAME).read_text())
+    with pytest.raises(SynthError, match="incomplete"):
+        PatchDDPMGenerator.load(partial)
+    (partial / folder.WEIGHTS_NAME).write_bytes(b"not safetensors")
+    with pytest.raises(SynthError, match="cannot be read"):
+        PatchDDPMGenerator.load(partial)
+    (partial / folder.CONFIG_NAME).write_text("{")
+    with pytest.raises(SynthError, match="not valid JSON"):
+        PatchDDPMGenerator.load(partial)
+
+
+def test_patch_larger_than_image_is_refused(model_2d, tmp_path):
+    cases = make_cases((24, 12), n=2)
+    with pytest.raises(SynthError, match="case_0 is 24x12 but the patch is 16x16"):
+        PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "m", options("--train-steps 1"))
+    assert not (tmp_path / "m").exists()
+    generator = PatchDDPMGenerator.load(model_2d[0])
+    with pytest.raises(SynthError, match="smaller than the model's patch 16x16.*--sampling full"):
+        generator.generate(np.zeros((24, 12), np.uint8), (1.0, 1.0), seed=0, args=options("--sampling tiled"))
+
+
+def test_mask_labels_outside_the_model_are_refused(model_3d):
+    generator = PatchDDPMGenerator.load(model_3d[0])
+    mask = np.zeros((20, 18, 24), np.uint8)
+    mask[2:5, 2:5, 2:5] = 2
+    with pytest.raises(SynthError, match=r"labels \[2\] that the model .* was not trained with"):
+        generator.generate(mask, (1.0, 1.0, 1.0), seed=0, args=options())
+    with pytest.raises(SynthError, match="2 axes but the model .* is 3D"):
+        generator.generate(mask[0], (1.0, 1.0), seed=0, args=options())
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("--preset ct3d", "--preset ct3d is for 3D images"),
+    ("--patch-size 15", "multiple of 2"),
+    ("--patch-size 16 16 16", "3 values but the images have 2"),
+    ("--fg-fraction 1.5", "--fg-fraction"),
+])
+def test_bad_fit_options(extra, message, tmp_path):
+    with pytest.raises(SynthError, match=message):
+        PatchDDPMGenerator.fit(make_cases((24, 24), n=1), [0, 1, 2], tmp_path / "m", options(extra))
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("extra, message", [("--steps 0", "--steps must be"), ("--tile-overlap 1", "--tile-overlap")])
+def test_bad_generate_options(model_2d, extra, message):
+    generator = PatchDDPMGenerator.load(model_2d[0])
+    with pytest.raises(SynthError, match=message):
+        generator.generate(model_2d[1][0].seg, (1.0, 1.0), seed=0, args=options(extra))
+
+
+def test_input_outside_minus_one_one_is_refused(tmp_path):
+    cases = make_cases((24, 24), n=1)
+    cases[0].image[0, 0, 0] = 3.0
+    with pytest.raises(SynthError, match="case_0 has intensities up to 3"):
+        PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "m", options())
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_foreground_biased_patches(fraction):
+    shape = (64, 64)
+    seg = np.zeros(shape, np.uint8)
+    seg[50:54, 5:9] = 1
+    case = TrainingCase("c", np.zeros((1,) + shape, np.float32), seg, (1.0, 1.0))
+    sampler = PatchSampler([case], (16, 16), fraction, seed=0)
+    rng = np.random.default_rng(0)
+    images, segs, coords = sampler.batch(rng, 200)
+    assert images.shape == (200, 1, 16, 16) and coords.shape == (200, 2, 16, 16)
+    with_fg = (segs.flatten(1).amax(1) > 0).float().mean().item()
+    if fraction == 1.0:
+        assert with_fg == 1.0
+    else:
+        assert with_fg < 0.25  # uniform crops rarely meet a 4x4 lesion
+    assert coords.min() >= -1 and coords.max() <= 1
+
+
+def test_importing_the_generator_does_not_import_torch():
+    code = ("import sys, argparse; from nnunet_synth.generators.patch_ddpm import PatchDDPMGenerator as G; "
+            "p = argparse.ArgumentParser(); G.add_fit_arguments(p); G.add_generate_arguments(p); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
