@@ -52,6 +52,12 @@ class Waves:
         return out
 
 
+def polar_contour(phi, amplitudes: np.ndarray, phases: np.ndarray):
+    """Relative radius 1 + sum_k a_k cos(k phi + p_k), k = 2, 3, ...: lobes and irregularity of a closed contour."""
+    k = np.arange(2, 2 + len(amplitudes)).reshape((-1,) + (1,) * np.ndim(phi))
+    return 1.0 + np.sum(amplitudes.reshape(k.shape) * np.cos(k * phi + phases.reshape(k.shape)), axis=0)
+
+
 def along_lines(f, x, z, d):
     """``f(x, z, d)`` where f's costly part depends on x alone (a layer boundary).
 
@@ -91,9 +97,7 @@ class Lesion:
 
     def contour_radius(self, phi):
         """Relative boundary radius at polar angle ``phi`` (1 = a plain ellipse)."""
-        k = np.arange(2, 2 + len(self.harmonics))
-        r = 1.0 + np.sum(self.harmonics[:, None] * np.cos(k[:, None] * np.ravel(phi)[None] + self.phases[:, None]), axis=0)
-        return np.maximum(r, 0.35).reshape(np.shape(phi))
+        return np.maximum(polar_contour(phi, self.harmonics, self.phases), 0.35)
 
     def signed_distance(self, x, z):
         """Approximate distance in mm to the boundary along the ray from the centre; negative inside."""
@@ -135,7 +139,8 @@ class Anatomy:
     interface_waves: Waves        # brightness variation along specular interfaces
     lesion: Lesion = field(repr=False)
 
-    # ---- layers -------------------------------------------------------------------------
+    # ---- layers (the second argument of layer_waves only shifts the phase, so that each
+    # boundary undulates differently) ------------------------------------------------------
     def fat_top(self, x):
         return self.skin_mm + 0.3 * self.layer_waves(x, 0.0)
 
@@ -148,11 +153,7 @@ class Anatomy:
     def organ_level(self, x, z):
         """< 0 inside the organ (a perturbed ellipse), 0 on its capsule."""
         u, v = (x - self.organ_x) / self.organ_a, (z - self.organ_z) / self.organ_b
-        phi = np.arctan2(v, u)
-        amplitude, phase = self.organ_shape
-        k = np.arange(2, 2 + len(amplitude)).reshape((-1,) + (1,) * np.ndim(phi))
-        r = 1.0 + np.sum(amplitude.reshape(k.shape) * np.cos(k * phi + phase.reshape(k.shape)), axis=0)
-        return np.hypot(u, v) / r - 1.0
+        return np.hypot(u, v) / polar_contour(np.arctan2(v, u), *self.organ_shape) - 1.0
 
     def deep_fascia(self, x):
         return self.organ_z + self.organ_b + self.deep_fascia_mm + 1.5 * self.layer_waves(x, 11.0)
@@ -262,8 +263,8 @@ def sample_lesion(rng: np.random.Generator, anatomy_bounds, kind=None, shape=Non
     if shape == "round":
         harmonics = rng.uniform(0.0, 0.04, n)
     elif shape == "lobulated":
-        harmonics = rng.uniform(0.0, 0.04, n)
-        harmonics[rng.integers(1, n)] = rng.uniform(0.12, 0.2)  # 3 to 5 lobes
+        harmonics = rng.uniform(0.0, 0.05, n)
+        harmonics[rng.integers(1, n)] = rng.uniform(0.08, 0.15)  # 3 to 5 gentle lobes
     else:
         harmonics = rng.uniform(0.3, 1.0, n) * 0.28 / k ** 0.7
     phases = rng.uniform(0, 2 * np.pi, n)

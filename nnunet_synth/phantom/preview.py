@@ -8,7 +8,7 @@ import numpy as np
 
 from nnunet_synth.atomic import atomic_path
 from nnunet_synth.phantom.anatomy import sample_anatomy
-from nnunet_synth.phantom.bmode import resolve_device, simulate
+from nnunet_synth.phantom.bmode import ScanGrid, resolve_device, simulate
 
 
 def write_preview(path: str | os.PathLike, devices=("A", "B", "C"), n_examples: int = 4, seed: int = 0,
@@ -28,13 +28,15 @@ def write_preview(path: str | os.PathLike, devices=("A", "B", "C"), n_examples: 
     for j in range(n_examples):
         anatomy = sample_anatomy(np.random.default_rng([seed, j]))
         for i, device in enumerate(devices):
-            image, mask, (sy, sx) = simulate(device, np.random.default_rng([seed, j, i]), image_size, anatomy)
+            image, mask, _ = simulate(device, np.random.default_rng([seed, j, i]), image_size, anatomy)
+            # Axes in mm of the scene (x lateral, z depth below the probe centre), so that
+            # the devices' fields of view line up; a fan's corners lie above z = 0.
+            grid = ScanGrid.for_device(device.with_size(image_size))
+            half = grid.spacing_mm / 2
+            extent = (grid.pixel_x[0] - half, grid.pixel_x[-1] + half, grid.pixel_z[-1] + half, grid.pixel_z[0] - half)
             ax = axes[i, j]
-            extent = (-image.shape[1] * sx / 2, image.shape[1] * sx / 2, image.shape[0] * sy, 0)
             ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, interpolation="nearest")
-            if mask.any():
-                ax.contour(np.linspace(extent[0], extent[1], mask.shape[1]), np.linspace(0, extent[2], mask.shape[0]),
-                           mask, levels=[0.5], colors="red", linewidths=0.8)
+            ax.contour(grid.pixel_x, grid.pixel_z, mask, levels=[0.5], colors="red", linewidths=0.8)
             les = anatomy.lesion
             ax.set_title(f"{device.name}: {les.kind}, {les.shape}, {les.posterior}", fontsize=7)
             ax.tick_params(labelsize=6)
