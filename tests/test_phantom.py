@@ -64,6 +64,21 @@ def test_attenuating_lesion_shadows_and_fluid_enhances_what_lies_behind_it():
     assert means["enhancement"] > means["none"] + 3
 
 
+def test_cyst_walls_cast_edge_shadows_only_below_their_sides(monkeypatch):
+    from nnunet_synth.phantom import bmode
+
+    anatomy = sample_anatomy(np.random.default_rng(3), kind="hypoechoic", shape="round", posterior="enhancement")
+    image, mask, _ = simulate("A", 3, anatomy=anatomy)
+    monkeypatch.setattr(bmode, "EDGE_ATTENUATION", 0.0)
+    plain, _, _ = simulate("A", 3, anatomy=anatomy)  # same speckle, no refraction at the wall
+    rows, cols = np.nonzero(mask)
+    below = slice(rows.max() + 2, rows.max() + 22)
+    sides = [cols.min(), cols.min() + 1, cols.max() - 1, cols.max()]
+    middle = slice(cols.min() + 4, cols.max() - 3)
+    assert image[below][:, sides].mean() < plain[below][:, sides].mean() - 15
+    assert image[below, middle].mean() == pytest.approx(plain[below, middle].mean(), abs=1.0)
+
+
 def lateral_correlation_mm(image, spacing):
     """Lag (mm) at which the lateral autocorrelation of the central region falls to one half."""
     p = image[image.shape[0] // 4: 3 * image.shape[0] // 4, image.shape[1] // 4: 3 * image.shape[1] // 4].astype(float)

@@ -246,6 +246,15 @@ class Anatomy:
         a = atten[near]
         atten[near] = a * (1 - inside) + les.attenuation * inside
 
+    def smooth_walled(self):
+        """Level functions (mm) of fluid-filled, smooth-walled structures: they refract at their sides."""
+        out = []
+        if self.vessel is not None:
+            out.append(self.vessel_level)
+        if self.lesion.posterior == "enhancement" and self.lesion.shape != "irregular":
+            out.append(self.lesion.signed_distance)
+        return out
+
     def inside_lesion(self, x, z):
         return self.lesion.signed_distance(x, z) < 0
 

@@ -30,6 +30,8 @@ from nnunet_synth.phantom.devices import DEVICES, Device
 SAMPLES_PER_CARRIER_PERIOD = 3  # enough for the analytic (one-sided) RF spectrum
 POINT_SCATTERER_DENSITY = 0.001  # fraction of samples that hold a strong scatterer (non-Rayleigh speckle)
 TISSUE_STEP_MM = 0.1  # depth step on which the anatomy is evaluated (finer than any pixel)
+EDGE_SHELL_MM = 0.4  # thickness of the wall region that refracts grazing beams ...
+EDGE_ATTENUATION = 2.5  # ... and its attenuation (dB/cm/MHz): a shadow streak of a few dB
 SPECULAR_GAIN = 1.0  # interface amplitudes (anatomy.interfaces) are in units of the parenchyma's speckle
 
 
@@ -176,6 +178,27 @@ def specular_reflectors(tissue: TissueMaps, grid: ScanGrid, x, z, d) -> np.ndarr
     return out
 
 
+def edge_shadows(anatomy: Anatomy, grid: ScanGrid, x, z) -> np.ndarray:
+    """Extra attenuation (dB/cm/MHz) where beams graze the wall of a cyst or vessel.
+
+    Sound meeting a curved fluid wall tangentially is refracted away, so a thin
+    dark streak runs down from each side of the structure (edge shadowing).
+    """
+    out = np.zeros(x.shape)
+    bx, bz = (np.broadcast_to(b, x.shape) for b in grid.beam_direction())
+    h = 0.05
+    for level in anatomy.smooth_walled():
+        f = level(x, z)
+        shell = np.abs(f) < EDGE_SHELL_MM
+        if not shell.any():
+            continue
+        sx, sz = x[shell], z[shell]
+        gx, gz = level(sx + h, sz) - level(sx - h, sz), level(sx, sz + h) - level(sx, sz - h)
+        grazing = np.abs(gx * bx[shell] + gz * bz[shell]) / (np.hypot(gx, gz) + 1e-12) < 0.45
+        out[np.flatnonzero(shell)[grazing] // x.shape[1], np.flatnonzero(shell)[grazing] % x.shape[1]] += EDGE_ATTENUATION
+    return out
+
+
 def point_reflectors(points: np.ndarray, grid: ScanGrid, shape, amplitude: float) -> np.ndarray:
     out = np.zeros(shape)
     if len(points) == 0:
@@ -229,6 +252,7 @@ def simulate(device: Device | str, rng: np.random.Generator | int, image_size: i
     m = max(1, int(round(TISSUE_STEP_MM / grid.dr_mm)))
     x, z, d = grid.beam_points(step=m)
     tissue = anatomy.evaluate(x, z, d)
+    tissue.attenuation += edge_shadows(anatomy, grid, x, z)
     echo, atten = (np.repeat(a, m, axis=0)[:shape[0]] for a in (tissue.echo, tissue.attenuation))
     reflectors = specular_reflectors(tissue, grid, x, z, d)
     # Interfaces are not uniformly bright: their reflectivity drifts along their length.
