@@ -20,7 +20,7 @@ from nnunet_synth.atomic import atomic_path, remove_stale_temp_files, write_json
 from nnunet_synth.errors import SynthError
 from nnunet_synth.phantom.devices import DEVICES
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 1  # bump whenever the simulator writes other pixels for the same parameters
 TRAIN_DEVICE = "A"
 FILE_ENDING = ".nii.gz"
 PARTIAL_PARAMS = "phantom_params.json"
@@ -109,7 +109,7 @@ def case_done(folder: Path, case: str) -> bool:
         (folder / "labelsTr" / f"{case}{FILE_ENDING}").is_file()
 
 
-def existing_dataset_state(raw_root: Path, dataset: PhantomDataset) -> bool:
+def dataset_complete(raw_root: Path, dataset: PhantomDataset) -> bool:
     """True if the dataset is already complete; raises if its id or folder is taken by something else."""
     final = raw_root / dataset.folder_name
     clash = [p.name for p in raw_root.glob(f"Dataset{dataset.dataset_id:03d}_*") if p.name != dataset.folder_name]
@@ -120,9 +120,10 @@ def existing_dataset_state(raw_root: Path, dataset: PhantomDataset) -> bool:
         return False
     dataset_json = final / "dataset.json"
     try:
-        stored = json.loads(dataset_json.read_text()).get("phantom")
+        content = json.loads(dataset_json.read_text())
     except (OSError, ValueError):
-        stored = None
+        content = None
+    stored = content.get("phantom") if isinstance(content, dict) else None
     if stored is None:
         raise SynthError(f"{final}: exists and is not a phantom dataset; remove it or choose another --first-id")
     if stored != dataset.params():
@@ -140,7 +141,7 @@ def write_dataset(raw_root: Path, dataset: PhantomDataset, pool=None, progress: 
     from tqdm import tqdm
 
     final = raw_root / dataset.folder_name
-    if existing_dataset_state(raw_root, dataset):
+    if dataset_complete(raw_root, dataset):
         return final
     partial = raw_root / f".{dataset.folder_name}.partial"
     marker = partial / PARTIAL_PARAMS
@@ -168,7 +169,6 @@ def write_dataset(raw_root: Path, dataset: PhantomDataset, pool=None, progress: 
     bar.close()
 
     device = DEVICES[dataset.device]
-    marker.unlink()
     generate_dataset_json(
         str(partial), channel_names={0: "ultrasound"}, labels={"background": 0, "lesion": 1},
         num_training_cases=dataset.n_cases, file_ending=FILE_ENDING, dataset_name=dataset.folder_name,
@@ -177,6 +177,7 @@ def write_dataset(raw_root: Path, dataset: PhantomDataset, pool=None, progress: 
                     f"nnU-Net's tools accept them as datasets.",
         reference="nnunet_synth.phantom", release=str(PHANTOM_VERSION), license="CC0 (simulated data)",
         converted_by="nnunet-synth phantom", phantom=dataset.params())
+    marker.unlink()
     os.rename(partial, final)
     return final
 
@@ -199,12 +200,12 @@ def make_phantom_datasets(raw_root: str | os.PathLike, first_id: int = 700, n_tr
     if raw_root.exists() and not raw_root.is_dir():
         raise SynthError(f"{raw_root}: is a file; the phantom needs a folder (nnUNet_raw) to write datasets into")
     raw_root.mkdir(parents=True, exist_ok=True)
-    todo = [d for d in plan if not existing_dataset_state(raw_root, d)]  # refuses before writing anything
+    todo = [d for d in plan if not dataset_complete(raw_root, d)]  # refuses before writing anything
     pool = None
     if workers > 1 and todo:
         from concurrent.futures import ProcessPoolExecutor
 
-        # Workers fork after the simulator is imported, so they start in a blink.
+        # Imported first so that forked workers (Linux's default) inherit them and start at once.
         import SimpleITK  # noqa: F401
 
         import nnunet_synth.phantom.bmode  # noqa: F401
