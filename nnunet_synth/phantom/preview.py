@@ -18,13 +18,12 @@ def write_preview(path: str | os.PathLike, devices=("A", "B", "C"), n_examples: 
     Images are drawn at their physical size (mm) so the devices' fields of view and
     resolutions compare directly; the red line is the lesion mask's contour.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): no global backend switch, nothing left open in a notebook.
+    from matplotlib.figure import Figure
 
     devices = [resolve_device(d) for d in devices]
-    fig, axes = plt.subplots(len(devices), n_examples, figsize=(3.2 * n_examples, 3.0 * len(devices)),
-                             squeeze=False)
+    fig = Figure(figsize=(3.2 * n_examples, 3.0 * len(devices)))
+    axes = fig.subplots(len(devices), n_examples, squeeze=False)
     for j in range(n_examples):
         anatomy = sample_anatomy(np.random.default_rng([seed, j]))
         for i, device in enumerate(devices):
@@ -36,7 +35,8 @@ def write_preview(path: str | os.PathLike, devices=("A", "B", "C"), n_examples: 
             extent = (grid.pixel_x[0] - half, grid.pixel_x[-1] + half, grid.pixel_z[-1] + half, grid.pixel_z[0] - half)
             ax = axes[i, j]
             ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, interpolation="nearest")
-            ax.contour(grid.pixel_x, grid.pixel_z, mask, levels=[0.5], colors="red", linewidths=0.8)
+            if mask.any():
+                ax.contour(grid.pixel_x, grid.pixel_z, mask, levels=[0.5], colors="red", linewidths=0.8)
             les = anatomy.lesion
             ax.set_title(f"{device.name}: {les.kind}, {les.shape}, {les.posterior}", fontsize=7)
             ax.tick_params(labelsize=6)
@@ -46,5 +46,4 @@ def write_preview(path: str | os.PathLike, devices=("A", "B", "C"), n_examples: 
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
     return path
