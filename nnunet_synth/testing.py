@@ -37,6 +37,9 @@ class NnunetFolders:
             # One augmentation worker: tiny runs spend longer starting workers
             # than augmenting. (0 would break planning: it sets torch threads.)
             nnUNet_n_proc_DA="1",
+            # nnU-Net's default pools (validation export, planning) spawn 8
+            # processes that each import torch: minutes on 2 cores.
+            nnUNet_def_n_proc="1",
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
         )
         return env
