@@ -194,6 +194,13 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys, args, message):
     assert not (tmp_path / "raw").exists()
 
 
+def test_no_output_folder_is_a_one_line_error(monkeypatch, capsys):
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    assert main(["phantom"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no output folder" in err
+
+
 def test_command_writes_datasets_and_a_preview(tmp_path):
     from PIL import Image
 
