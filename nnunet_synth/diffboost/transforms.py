@@ -47,13 +47,16 @@ class PerHalfTransform(BasicTransform):
         image = data_dict["image"]
         half = image.shape[0] // 2
         state = _random_state() if self.synchronize else None
+        parts = (image[:half], image[half:])
         outputs = []
-        for part in (image[:half], image[half:]):
+        for part in parts:
             if state is not None and outputs:
                 # Same draws for the twin as for the real half: identical parameters and noise.
                 _set_random_state(state)
             outputs.append(self.transform(**{**data_dict, "image": part})["image"])
-        data_dict["image"] = torch.cat(outputs)
+        if not all(out is part for out, part in zip(outputs, parts)):
+            # Skipped or in-place transforms return their input view: no copy needed then.
+            data_dict["image"] = torch.cat(outputs)
         return data_dict
 
     def __repr__(self):
