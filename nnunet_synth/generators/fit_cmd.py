@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-d", "--dataset", required=True, metavar="REAL",
-                   help="the real raw dataset: id (901), name (Dataset901_X) or folder")
+    from nnunet_synth.generators.options import add_dataset_argument
+
+    add_dataset_argument(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--fold", metavar="F", help="train on the training cases of fold F (0-4, or 'all')")
     which.add_argument("--cases", nargs="+", metavar="CASE", help="train on exactly these cases")
@@ -125,12 +126,12 @@ def _load(path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``nnunet-synth fit`` on its own (``python -m nnunet_synth.generators.fit_cmd``)."""
-    from nnunet_synth.generators.options import standalone_main
+    """``nnunet-synth fit ARGV``; also what ``python -m nnunet_synth.generators.fit_cmd`` runs."""
+    from nnunet_synth.cli import main as cli_main
 
-    return standalone_main(sys.modules[__name__], "fit", argv)
+    return cli_main(["fit", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    # `accelerate launch -m nnunet_synth.generators.fit_cmd ...` runs this in every process.
+    # `python -m nnunet_synth.generators.fit_cmd ...`, e.g. under `accelerate launch` for multi-GPU training.
     sys.exit(main())

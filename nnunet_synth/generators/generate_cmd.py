@@ -45,10 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_common_arguments(p: argparse.ArgumentParser) -> None:
+    from nnunet_synth.generators.options import add_dataset_argument
+
     p.add_argument("-m", "--model", required=True, metavar="MODEL_DIR",
                    help="model folder written by `nnunet-synth fit` (holds training_cases.json)")
-    p.add_argument("-d", "--dataset", required=True, metavar="REAL",
-                   help="the real raw dataset: id (901), name (Dataset901_X) or folder")
+    add_dataset_argument(p)
     p.add_argument("-o", "--output", required=True, type=int, metavar="SYNTH_ID",
                    help="dataset id of the synthetic dataset written to nnUNet_raw")
     p.add_argument("--name", default=None,
@@ -236,10 +237,10 @@ def _package_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``nnunet-synth generate`` on its own (``python -m nnunet_synth.generators.generate_cmd``)."""
-    from nnunet_synth.generators.options import standalone_main
+    """``nnunet-synth generate ARGV``; also what ``python -m nnunet_synth.generators.generate_cmd`` runs."""
+    from nnunet_synth.cli import main as cli_main
 
-    return standalone_main(sys.modules[__name__], "generate", argv)
+    return cli_main(["generate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

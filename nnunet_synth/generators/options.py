@@ -75,24 +75,7 @@ def _plain(value):
     return str(value)
 
 
-def standalone_main(module, command: str, argv: list[str] | None = None) -> int:
-    """Run one command module outside the ``nnunet-synth`` table, with the CLI's error handling.
 
-    Used by ``python -m nnunet_synth.generators.generate_cmd`` (what ``accelerate
-    launch -m`` starts in every process), so each process parses only this command.
-    """
-    import sys
-
-    parser = argparse.ArgumentParser(prog=f"nnunet-synth {command}", description=(module.__doc__ or "").strip(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.command = command
-    try:
-        return int(module.run(args) or 0)
-    except SynthError as e:
-        print(f"nnunet-synth {command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"nnunet-synth {command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+def add_dataset_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--dataset", required=True, metavar="REAL",
+                   help="the real raw dataset: id (901), name (Dataset901_X) or folder")
