@@ -195,3 +195,15 @@ def test_fit_that_fails_leaves_no_model_folder(tiny2d, tmp_path, capsys):
     assert not (tmp_path / "m").exists()
     assert fit("-d", 901, "--fold", 7, "-o", tmp_path / "m") == 2
     assert not (tmp_path / "m").exists()
+
+
+def test_help_lists_generators_and_their_own_options(blur_registered, capsys):  # noqa: F811
+    from nnunet_synth.cli import main
+
+    for argv, expected in ((["generate", "--help"], ["patch-ddpm", "test-blur", "--mode twins"]),
+                           (["generate", "test-blur", "--help"], ["--sleep-per-case", "--worst N", "test-blur: Label means"]),
+                           (["fit", "test-blur", "--help"], ["--fail-in-fit", "--fold F"])):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        out = capsys.readouterr().out
+        assert exit_info.value.code == 0 and all(text in out for text in expected), (argv, out)

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def env_for(tmp_path: Path) -> tuple[dict, Path]:
 def test_killed_run_resumes_to_identical_files(setup, tmp_path):
     real, model, reference = setup
     env, out = env_for(tmp_path)
-    command = [sys.executable, "-m", "nnunet_synth.generators.generate_cmd", "test-blur", *arguments(real, model)]
+    command = [venv_command("nnunet-synth"), "generate", "test-blur", *arguments(real, model)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     # Kill once a few of the 10 cases are done, without warning (SIGKILL: no cleanup runs).
