@@ -102,6 +102,8 @@ def test_same_seed_same_files_rerun_resumes_other_parameters_refused(tiny2d):
     assert images(first) == images(second) and len(images(first)) == 4
     before = files_of(first)
     assert generate(*base, "-o", 904) == 0  # same command again: already complete, nothing changes
+    reordered = ["-m", model, "-d", 901, "--mode", "new", "-k", 1, "--cases", "case_002", "case_000"]
+    assert generate(*reordered, "-o", 904) == 0  # the order of --cases is not a parameter
     assert files_of(first) == before
     assert generate(*base, "-o", 904, "--seed", 1) == 2  # other parameters: refused
     assert files_of(first) == before

@@ -91,11 +91,12 @@ def select_sources(real, args) -> tuple[list[str], dict]:
     from nnunet_synth.generators.baseline import worst_cases
     from nnunet_synth.generators.framework import check_case_ids
 
+    # Sorted: the order of a list decides nothing, so it must not make a rerun look different.
     if args.cases:
-        return check_case_ids(real, args.cases, "--cases"), {"by": "list"}
+        return sorted(check_case_ids(real, args.cases, "--cases")), {"by": "list"}
     if args.worst is not None:
         cases, dice = worst_cases(args.baseline, args.worst, real.file_ending, real.case_ids())
-        return cases, {"by": "worst", "worst": args.worst, "baseline": str(Path(args.baseline).resolve()),
+        return sorted(cases), {"by": "worst", "worst": args.worst, "baseline": str(Path(args.baseline).resolve()),
                        "baseline_dice": dice}
     return real.case_ids(), {"by": "all"}
 
