@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnunet_synth.errors import SynthError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nnunet_synth.generators.options import add_generator_subcommands
@@ -73,8 +75,6 @@ def _add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_arguments(args) -> None:
-    from nnunet_synth.errors import SynthError
-
     if args.k < 1:
         raise SynthError(f"-k must be at least 1, got {args.k}")
     if (args.worst is None) != (args.baseline is None):
@@ -113,8 +113,6 @@ def run(args) -> int:
     model_dir = Path(args.model).resolve()
     record = framework.read_training_record(model_dir, args.generator)
     if record["dataset"] != real.name:
-        from nnunet_synth.errors import SynthError
-
         raise SynthError(f"{model_dir} was trained on {record['dataset']}, not on {real.name}; "
                          f"its training cases could not be checked against {real.name}'s folds")
     sources, selection = select_sources(real, args)
@@ -142,8 +140,6 @@ def run(args) -> int:
     identity = synthetic_dataset.manifest_identity(real.name, generator_record)
     status = "new" if args.overwrite else synthetic_dataset.folder_state(folder, identity)
     if status == "conflict":
-        from nnunet_synth.errors import SynthError
-
         raise SynthError(f"{folder} exists and was written with other parameters (or not by this command); "
                          f"use --overwrite to replace it, or another -o id")
     if status == "complete":
@@ -156,7 +152,7 @@ def run(args) -> int:
             import shutil
 
             shutil.rmtree(folder)
-        synthetic_dataset.prepare(folder, identity, status if not args.overwrite else "new")
+        synthetic_dataset.prepare(folder, identity, status)
     state.wait_for_everyone()
 
     kind = "twin" if args.mode == "twins" else "new"
