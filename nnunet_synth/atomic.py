@@ -45,12 +45,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def remove_stale_temp_files(folder: str | os.PathLike) -> int:
-    """Delete temporary files that a killed writer left behind; returns how many."""
+def remove_stale_temp_files(folder: str | os.PathLike, targets=None) -> int:
+    """Delete temporary files that a killed writer left behind; returns how many.
+
+    With ``targets`` (file names), only the leftovers of those files are
+    removed, so processes writing other files into the same folder are safe.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX) and p.is_file()]
+    targets = None if targets is None else {Path(t).name for t in targets}
+    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX) and p.is_file()
+             and (targets is None or p.name.split("-", 2)[-1] in targets)]
     for p in stale:
         p.unlink()
     return len(stale)

@@ -319,10 +319,12 @@ def write_case(folder: str | os.PathLike, case_id: str, images: np.ndarray, seg:
     seg = seg[0] if seg.ndim == images.ndim else seg
     if images.shape[1:] != seg.shape:
         raise SynthError(f"case '{case_id}': image shape {images.shape[1:]} differs from mask shape {seg.shape}")
+    paths = case_files(folder, case_id, images.shape[0], file_ending)
     for sub in ("imagesTr", "labelsTr"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(folder / sub)
-    *image_paths, label_path = case_files(folder, case_id, images.shape[0], file_ending)
+        # only this case's leftovers: other processes may be writing other cases here
+        remove_stale_temp_files(folder / sub, [p.name for p in paths])
+    *image_paths, label_path = paths
     for channel, path in enumerate(image_paths):
         if not path.exists():
             _write_array(cast_to_dtype(images[channel], image_dtype), path, properties, file_ending)

@@ -37,6 +37,9 @@ def default_folds(case_ids) -> list[dict]:
     """The 5-fold split nnU-Net creates when a dataset has no splits_final.json."""
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
+    if len(case_ids) < 5:
+        raise SynthError(f"nnU-Net's default 5-fold split needs at least 5 cases, got {len(case_ids)}; "
+                         f"write a splits_final.json into the dataset's nnUNet_preprocessed folder")
     return [{"train": [str(c) for c in s["train"]], "val": [str(c) for c in s["val"]]}
             for s in generate_crossval_split(sorted(case_ids), seed=12345, n_splits=5)]
 
