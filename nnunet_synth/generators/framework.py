@@ -2,7 +2,7 @@
 record of its training cases, and the per-sample generation step.
 
 nnU-Net's readers return 2D images as 3D arrays with a leading axis of length 1
-and a dummy spacing of 999. Generators see true 2D arrays (C, H, W) with the
+and a dummy spacing of 999 (or 999 times the in-plane spacing). Generators see true 2D arrays (C, H, W) with the
 in-plane spacing; the leading axis is put back before writing, so written files
 have exactly the source's geometry.
 """
@@ -38,7 +38,9 @@ class SourceCase:
 def read_source_case(real, case_id: str) -> SourceCase:
     images, seg, properties = real.read_case(case_id)
     spacing = tuple(float(s) for s in properties["spacing"])
-    is_2d = images.shape[1] == 1 and spacing[0] == _DUMMY_2D_SPACING
+    # NaturalImage2DIO sets the dummy spacing to 999, SimpleITKIO to 999 times the
+    # largest in-plane spacing (2D NIfTI); either way it dwarfs the real spacings.
+    is_2d = images.shape[1] == 1 and spacing[0] >= _DUMMY_2D_SPACING * max(spacing[1:]) * (1 - 1e-6)
     if is_2d:
         images, seg, spacing = images[:, 0], seg[:, 0], spacing[1:]
     return SourceCase(case_id, images.astype(np.float32, copy=False), np.rint(seg[0]).astype(np.int32),
