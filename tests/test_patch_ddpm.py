@@ -135,26 +135,47 @@ def test_full_predictor_pads_and_crops():
     torch.testing.assert_close(eps, coordinates([(0, 0)], (13, 10), (13, 10))[:, 1:])
 
 
-def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
-    cases = make_cases((24, 24), n=2)
-    PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "once", options("--train-steps 4"))
-    PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "resumed", options("--train-steps 2"))
-    assert json.loads((tmp_path / "resumed" / "checkpoint" / "progress.json").read_text()) == {"step": 2}
-    PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "resumed", options("--train-steps 4"))
-    assert json.loads((tmp_path / "resumed" / "checkpoint" / "progress.json").read_text()) == {"step": 4}
-    assert json.loads((tmp_path / "resumed" / folder.CONFIG_NAME).read_text())["steps_trained"] == 4
+def test_resumed_fit_equals_uninterrupted_fit(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    once = load_file(str(tmp_path / "once" / folder.WEIGHTS_NAME))
-    resumed = load_file(str(tmp_path / "resumed" / folder.WEIGHTS_NAME))
-    two_steps_differ = False
-    for key in once:
-        torch.testing.assert_close(resumed[key], once[key], atol=1e-6, rtol=1e-5)
-    # and training did change the weights between step 2 and step 4 (the comparison means something)
-    PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / "two", options("--train-steps 2"))
-    two = load_file(str(tmp_path / "two" / folder.WEIGHTS_NAME))
-    two_steps_differ = any(not torch.equal(two[k], once[k]) for k in once)
-    assert two_steps_differ
+    from nnunet_synth.generators.patch_ddpm import train
+
+    cases = make_cases((24, 24), n=2)
+    fit = lambda name, extra: PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / name, options(extra))  # noqa: E731
+    weights = lambda name: load_file(str(tmp_path / name / folder.WEIGHTS_NAME))  # noqa: E731
+    progress = lambda name: json.loads((tmp_path / name / "checkpoint" / "progress.json").read_text())  # noqa: E731
+    fit("once", "--train-steps 4")
+
+    # a run that dies right after its step-2 checkpoint, then is rerun unchanged
+    save = train._save_checkpoint
+
+    def save_then_die(accelerator, model_dir, step):
+        save(accelerator, model_dir, step)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit("crashed", "--train-steps 4 --checkpoint-every 2")
+    monkeypatch.undo()
+    assert progress("crashed") == {"step": 2}
+    with pytest.raises(SynthError, match="incomplete"):
+        PatchDDPMGenerator.load(tmp_path / "crashed")
+    fit("crashed", "--train-steps 4 --checkpoint-every 2")
+
+    # a finished 2-step model trained further to 4 steps
+    fit("extended", "--train-steps 2")
+    two = weights("extended")
+    fit("extended", "--train-steps 4")
+    assert progress("extended") == {"step": 4}
+    assert json.loads((tmp_path / "extended" / folder.CONFIG_NAME).read_text())["steps_trained"] == 4
+
+    once = weights("once")
+    for name in ("crashed", "extended"):
+        resumed = weights(name)
+        for key in once:
+            torch.testing.assert_close(resumed[key], once[key], atol=1e-6, rtol=1e-5)
+    assert any(not torch.equal(two[k], once[k]) for k in once)  # steps 3 and 4 did change the weights
 
 
 def test_rerun_with_other_settings_is_refused(model_2d, tmp_path):

@@ -157,7 +157,9 @@ def sample_image(network, config: dict, mask: np.ndarray, seed: int, options: Sa
                  progress: bool = False) -> np.ndarray:
     """An image (float32, (C, *mask.shape), in [-1, 1]) for ``mask``."""
     foreground = [v for v in config["labels"] if v != 0]
-    mask_t = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int16 if len(foreground) < 2 ** 15 else np.int64))
+    # Small integers: the mask is kept whole for the whole run, tiles are cut from it.
+    dtype = np.int16 if max(config["labels"]) < 2 ** 15 else np.int64
+    mask_t = torch.from_numpy(np.ascontiguousarray(mask).astype(dtype))
     if options.sampling == "full":
         factor = 2 ** (len(config["network"]["channels"]) - 1)
         predictor = FullPredictor(network, mask_t, foreground, factor, device)

@@ -83,7 +83,7 @@ def _comparable(config: dict) -> dict:
     return json.loads(json.dumps(out))
 
 
-def _check_cases(cases: list[TrainingCase], labels: list[int], patch_size: tuple[int, ...] | None = None) -> None:
+def _check_cases(cases: list[TrainingCase], labels: list[int]) -> None:
     if not cases:
         raise SynthError("patch-ddpm fit got no training cases")
     first = cases[0]
@@ -102,7 +102,11 @@ def _check_cases(cases: list[TrainingCase], labels: list[int], patch_size: tuple
         if peak > 1.0 + 1e-3 or not np.isfinite(peak):
             raise SynthError(f"training case {case.case_id} has intensities up to {peak:g}; patch-ddpm expects "
                              f"images normalised to [-1, 1]")
-        if patch_size is not None and any(s < p for s, p in zip(case.seg.shape, patch_size)):
+
+
+def _check_patch_fits(cases: list[TrainingCase], patch_size: tuple[int, ...]) -> None:
+    for case in cases:
+        if any(s < p for s, p in zip(case.seg.shape, patch_size)):
             raise SynthError(f"training case {case.case_id} is {'x'.join(map(str, case.seg.shape))} but the patch "
                              f"is {'x'.join(map(str, patch_size))}; choose --patch-size at most the smallest image")
 
@@ -194,7 +198,7 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, arg
     labels = sorted(int(v) for v in labels)
     _check_cases(cases, labels)
     settings = resolve_fit_settings(args, cases[0].image.ndim - 1)
-    _check_cases(cases, labels, settings.patch_size)
+    _check_patch_fits(cases, settings.patch_size)
     config = build_config(cases, labels, settings)
 
     if (model_dir / folder.CONFIG_NAME).is_file():
