@@ -159,3 +159,17 @@ def test_agrees_with_monai_and_medpy_on_random_shapes(shape, spacing, seed):
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="shape"):
         binary_metrics(np.ones((4, 4), bool), np.ones((4, 5), bool), (1, 1))
+
+
+@pytest.mark.parametrize("shape,spacing,seed", [((40, 36), (0.5, 1.5), 20), ((16, 30, 28), (2.5, 0.7, 0.9), 21)])
+def test_dense_transform_and_tree_give_the_same_distances(shape, spacing, seed):
+    from nnunet_synth.evaluation.metrics import surface_distances
+
+    pred, ref = blob(shape, seed), blob(shape, seed + 50)
+    edt = surface_distances(pred, ref, spacing, method="edt")
+    tree = surface_distances(pred, ref, spacing, method="kdtree")
+    # Same voxel order (np.nonzero and np.argwhere are both C order), same nearest distances.
+    np.testing.assert_allclose(edt.pred_to_ref, tree.pred_to_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(edt.ref_to_pred, tree.ref_to_pred, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="method"):
+        surface_distances(pred, ref, spacing, method="fast")

@@ -1,0 +1,84 @@
+"""cross-eval's inputs: model and label-map syntax, test-set layouts, and their errors (no training here)."""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_synth import cli
+from nnunet_synth.errors import SynthError
+from nnunet_synth.evaluation.cross_eval import ModelSpec, check_model, map_labels, open_test_set, parse_label_map
+
+
+def test_model_syntax():
+    spec = ModelSpec.parse("951:nnUNetTrainerShort:nnUNetPlans:2d:0,1,all", "m")
+    assert (spec.dataset, spec.trainer, spec.plans, spec.configuration, spec.folds) == \
+        ("951", "nnUNetTrainerShort", "nnUNetPlans", "2d", (0, 1, "all"))
+    with pytest.raises(SynthError, match="expected DATASET:TRAINER:PLANS:CONFIGURATION:FOLDS"):
+        ModelSpec.parse("951:nnUNetTrainer:2d:0", "m")
+    with pytest.raises(SynthError, match="fold 'x'"):
+        ModelSpec.parse("951:nnUNetTrainer:nnUNetPlans:2d:x", "m")
+
+
+def test_label_map_syntax():
+    assert parse_label_map(["255:1", "128:2,64:3"]) == {255: 1, 128: 2, 64: 3}
+    with pytest.raises(SynthError, match="FROM:TO"):
+        parse_label_map(["255=1"])
+    with pytest.raises(SynthError, match="mapped twice"):
+        parse_label_map(["255:1,255:2"])
+
+
+def write(path, array, spacing=(0.5, 0.4)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing[::-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def test_plain_folder_and_label_mapping(tmp_path):
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    for case in ("a", "b"):
+        write(tmp_path / "t" / "images" / f"{case}_0000.nii.gz", np.ones((8, 8), np.float32))
+        seg = np.zeros((8, 8), np.uint8)
+        seg[2:4, 2:4], seg[5:7, 5:7] = 255, 1
+        write(tmp_path / "t" / "labels" / f"{case}.nii.gz", seg)
+    test = open_test_set("T", str(tmp_path / "t"), ".nii.gz")
+    assert list(test.cases) == ["a", "b"] and test.cases["a"][0].endswith("a_0000.nii.gz")
+    mapped = map_labels(test, {255: 1, 1: 2}, tmp_path / "mapped", SimpleITKIO())
+    out = sitk.ReadImage(str(mapped.label_file("a")))
+    values = sitk.GetArrayFromImage(out)
+    assert values[3, 3] == 1 and values[6, 6] == 2  # swapped, not chained
+    assert out.GetSpacing() == pytest.approx((0.4, 0.5))
+    assert json.loads((tmp_path / "mapped" / "label_map.json").read_text())["mapping"] == {"1": 2, "255": 1}
+    with pytest.raises(SynthError, match="mapped differently"):
+        map_labels(test, {255: 1}, tmp_path / "mapped", SimpleITKIO())
+
+
+def test_test_set_errors_name_the_problem(tmp_path, monkeypatch):
+    write(tmp_path / "t" / "images" / "a_0000.nii.gz", np.ones((8, 8), np.float32))
+    (tmp_path / "t" / "labels").mkdir()
+    with pytest.raises(SynthError, match="case 'a' has no label file"):
+        open_test_set("T", str(tmp_path / "t"), ".nii.gz")
+    ds = tmp_path / "raw" / "Dataset960_Png"
+    (ds / "imagesTr").mkdir(parents=True)
+    (ds / "labelsTr").mkdir()
+    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "US"}, "labels": {"background": 0, "x": 1},
+                                                  "numTraining": 0, "file_ending": ".png"}))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    with pytest.raises(SynthError, match="file ending .png, the models use .nii.gz"):
+        open_test_set("P", "960", ".nii.gz")
+
+
+def test_missing_model_names_the_checkpoint(nnunet_folders, capsys):
+    folder = nnunet_folders.results / "Dataset961_X" / "nnUNetTrainer__nnUNetPlans__2d"
+    folder.mkdir(parents=True)
+    (nnunet_folders.raw / "Dataset961_X").mkdir()
+    for name in ("dataset.json", "plans.json"):
+        (folder / name).write_text("{}")
+    with pytest.raises(SynthError, match="fold_0/checkpoint_final.pth is missing"):
+        check_model("m", ModelSpec.parse("961:nnUNetTrainer:nnUNetPlans:2d:0", "m"))
+    code = cli.main(["cross-eval", "--model", "a=961:nnUNetTrainer:nnUNetPlans:2d:0",
+                     "--model", "b=961:nnUNetTrainer:nnUNetPlans:2d:1", "--test", "t=961", "--baseline", "c",
+                     "-o", str(nnunet_folders.results / "out")])
+    assert code == 2 and "--baseline c: no model of that name" in capsys.readouterr().err

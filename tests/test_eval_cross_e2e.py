@@ -1,0 +1,112 @@
+"""cross-eval end to end: two tiny trained models, two test sets (a raw dataset and a plain folder)."""
+import csv
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import run_command, venv_command
+from nnunet_synth.testing import make_raw_dataset_2d
+
+SPACING = (0.5, 0.4)  # (y, x) in mm
+
+
+def png_to_nifti_2d(png_dataset, target_images, target_labels, label_value=1):
+    """Re-write a PNG dataset's cases as 2D NIfTI with real pixel spacing (the phantom test-set layout)."""
+    from skimage import io
+
+    target_images.mkdir(parents=True, exist_ok=True)
+    target_labels.mkdir(parents=True, exist_ok=True)
+    cases = sorted(p.name[:-4] for p in (png_dataset / "labelsTr").glob("*.png"))
+    for case in cases:
+        for array, path in ((io.imread(png_dataset / "imagesTr" / f"{case}_0000.png").astype(np.float32),
+                             target_images / f"{case}_0000.nii.gz"),
+                            (io.imread(png_dataset / "labelsTr" / f"{case}.png").astype(np.uint8) * label_value,
+                             target_labels / f"{case}.nii.gz")):
+            image = sitk.GetImageFromArray(array)
+            image.SetSpacing(SPACING[::-1])
+            sitk.WriteImage(image, str(path))
+    return cases
+
+
+def nifti_dataset(raw, scratch, dataset_id, name, n_cases, seed):
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    png = make_raw_dataset_2d(scratch, dataset_id, name, n_cases=n_cases, shape=(48, 48), seed=seed)
+    folder = raw / png.name
+    cases = png_to_nifti_2d(png, folder / "imagesTr", folder / "labelsTr")
+    generate_dataset_json(str(folder), {0: "US"}, {"background": 0, "lesion": 1}, len(cases), ".nii.gz",
+                          dataset_name=folder.name)
+    return folder
+
+
+@pytest.mark.e2e
+def test_cross_eval_end_to_end(nnunet_folders, tmp_path):
+    from PIL import Image
+
+    from nnunet_synth.evaluation.cross_eval import run_cross_eval
+
+    nifti_dataset(nnunet_folders.raw, tmp_path / "png", 951, "CrossTrain", 6, seed=0)
+    in_domain = nifti_dataset(nnunet_folders.raw, tmp_path / "png", 952, "CrossTestA", 4, seed=1)
+    plain = tmp_path / "plain_test"
+    png_b = make_raw_dataset_2d(tmp_path / "png", 953, "CrossTestB", n_cases=3, shape=(48, 48), seed=2)
+    plain_cases = png_to_nifti_2d(png_b, plain / "images", plain / "labels", label_value=255)
+
+    env = nnunet_folders.env()
+    env.update(nnUNetSynth_epochs="1", nnUNetSynth_iterations_per_epoch="2", nnUNetSynth_val_iterations_per_epoch="1")
+    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "951", "-c", "2d", "-np", "1"], env=env,
+                timeout=1800)
+    # The two models train at the same time: on a busy machine most of a tiny run is start-up.
+    trainings = [subprocess.Popen([venv_command("nnUNetv2_train"), "951", "2d", fold, "-tr", "nnUNetTrainerShort",
+                                   "-device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for fold in ("0", "1")]
+    try:
+        for proc in trainings:
+            output, _ = proc.communicate(timeout=1800)
+            assert proc.returncode == 0, f"{' '.join(proc.args)} exited {proc.returncode}\n{output[-6000:]}"
+    finally:
+        for proc in trainings:
+            if proc.poll() is None:
+                proc.kill()
+
+    out = tmp_path / "cross"
+    models = {"baseline": "951:nnUNetTrainerShort:nnUNetPlans:2d:0", "augmented": "951:nnUNetTrainerShort:nnUNetPlans:2d:1"}
+    tests = {"A": "952", "B": str(plain)}
+    summary = run_cross_eval(models, tests, out, "baseline", label_map={255: 1}, device="cpu",
+                             use_mirroring=False, n_resamples=200, n_examples=2, progress=False)
+
+    rows = list(csv.DictReader(open(out / "per_case.csv")))
+    assert len(rows) == (4 + 3) * 2
+    assert {r["case"] for r in rows if r["test_set"] == "B"} == set(plain_cases)
+    assert all(r["label"] == "lesion" for r in rows)
+    written = json.loads((out / "summary.json").read_text())
+    assert written["label_map"] == {"255": 1}
+    assert written["test_sets"]["A"]["images"].endswith("imagesTr")
+    assert set(written["results"]) == {"A", "B"} and written["results"]["B"]["augmented"]["n_cases"] == 3
+    comparisons = written["comparisons"]
+    assert len(comparisons) == 2 * 3  # test sets x compared metrics, one label, one compared model
+    assert all("wilcoxon_p_holm" in c for c in comparisons)
+    # Mapped labels hold the model's values; predictions and labels share the test set's geometry.
+    mapped = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels" / "B" / f"{plain_cases[0]}.nii.gz")))
+    assert set(np.unique(mapped)) <= {0, 1} and mapped.any()
+    prediction = sitk.ReadImage(str(out / "predictions" / "augmented" / "A" / "case_000.nii.gz"))
+    assert prediction.GetSpacing() == pytest.approx(SPACING[::-1])
+
+    report = (out / "report.md").read_text()
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert {p.name.split("_")[0] for p in pngs} >= {"box", "paired"}
+    for png in pngs:
+        assert png.name in report
+        with Image.open(png) as im:
+            pixels = np.asarray(im.convert("L"))
+        assert pixels.shape[0] > 50 and pixels.shape[1] > 50 and np.ptp(pixels) > 0
+    assert "Wilcoxon" in report and "baseline" in report
+
+    # A rerun reuses every prediction.
+    before = {p: p.stat().st_mtime_ns for p in (out / "predictions").rglob("*.nii.gz")}
+    again = run_cross_eval(models, tests, out, "baseline", label_map={255: 1}, device="cpu",
+                           use_mirroring=False, n_resamples=200, n_examples=2, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (out / "predictions").rglob("*.nii.gz")} == before
+    assert json.dumps(again["comparisons"]) == json.dumps(summary["comparisons"])  # NaN-safe comparison
