@@ -3,7 +3,7 @@ import numpy as np
 from PIL import Image
 
 from nnunet_synth.evaluation.report import (ExamplePanel, boxplot_by_model, example_grid, paired_lines, pick_slice,
-                                            select_examples)
+                                            select_examples, write_report_md)
 
 
 def test_select_examples_takes_largest_gains_then_losses():
@@ -43,3 +43,25 @@ def test_plots_are_nonempty_images(tmp_path):
         pixels = _pixels(path)
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and np.ptp(pixels) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["box.png", "grid.png", "pair.png"]  # no temp files left
+
+
+def test_report_md_lists_means_comparisons_and_plots(tmp_path):
+    nan = float("nan")
+    result = {"mean": {"1": {"Dice": 0.8, "HD95": 3.0, "ASSD": 1.0}},
+              "n_valid": {"1": {"Dice": 4, "HD95": 3, "ASSD": 3}},
+              "empty_counts": {"1": {"empty_pred": 1, "empty_ref": 0, "both_empty": 0}}}
+    summary = {"models": {"base": {"description": "d1"}, "aug": {"description": "d2"}}, "baseline": "base",
+               "test_sets": {"T": {"n_cases": 4, "images": "i", "labels": "l"}}, "label_map": {"255": 1},
+               "label_names": {"1": "lesion"}, "results": {"T": {"base": result, "aug": result}},
+               "n_resamples": 100, "confidence": 0.95, "seed": 0}
+    row = {"test_set": "T", "label": "lesion", "metric": "Dice", "model": "aug", "n": 4, "mean_diff": 0.05,
+           "mean_diff_ci_low": 0.01, "mean_diff_ci_high": 0.09, "median_diff": 0.04, "median_diff_ci_low": nan,
+           "median_diff_ci_high": nan, "wilcoxon_p": 0.0004, "wilcoxon_p_holm": 0.0008, "ttest_p": nan,
+           "ttest_p_holm": nan, "note": ""}
+    (tmp_path / "plots").mkdir()
+    plot = tmp_path / "plots" / "box.png"
+    plot.write_bytes(b"png")
+    text = write_report_md(tmp_path / "report.md", summary, [row], [("Box", plot)]).read_text()
+    assert "| T | lesion | base | 0.800 (4) | 3.00 (3) | 1.00 (3) | 1 | 0 |" in text
+    assert "0.050 [0.010, 0.090]" in text and "4.00e-04 (8.00e-04)" in text and "n/a (n/a)" in text
+    assert "255 -> 1" in text and "![Box](plots/box.png)" in text

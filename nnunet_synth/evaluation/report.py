@@ -112,7 +112,7 @@ def example_grid(panels: list[ExamplePanel], baseline_name: str, other_name: str
                            linewidths=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(panel.case, fontsize=8)
+        row[0].set_ylabel(f"{panel.case}\nDice {panel.other_dice - panel.baseline_dice:+.3f}", fontsize=8)
         row[2].set_title(f"{baseline_name}: Dice {panel.baseline_dice:.3f}", fontsize=8)
         row[3].set_title(f"{other_name}: Dice {panel.other_dice:.3f}", fontsize=8)
         row[1].set_title("reference", fontsize=8)
@@ -156,11 +156,12 @@ def write_report_md(path: Path, summary: dict, comparison_rows: list[dict], imag
               "reference and prediction is empty counts with the image diagonal as its distance.", "",
               "| test set | label | model | Dice (n) | HD95 (n) | ASSD (n) | empty pred | empty ref |",
               "|---|---|---|---|---|---|---|---|"]
+    label_names = summary.get("label_names", {})
     for test, per_model in summary["results"].items():
         for model, result in per_model.items():
             for label, means in result["mean"].items():
                 nv, empty = result["n_valid"][label], result["empty_counts"][label]
-                lines.append(f"| {test} | {label} | {model} | {_fmt(means['Dice'])} ({nv['Dice']}) | "
+                lines.append(f"| {test} | {label_names.get(label, label)} | {model} | {_fmt(means['Dice'])} ({nv['Dice']}) | "
                              f"{_fmt(means['HD95'], 2)} ({nv['HD95']}) | {_fmt(means['ASSD'], 2)} ({nv['ASSD']}) | "
                              f"{empty['empty_pred']} | {empty['empty_ref']} |")
     lines += ["", f"## Paired comparisons against {summary['baseline']}", "",
