@@ -25,12 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
-from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
-from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
-from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from torch import nn
 
 from nnunet_synth.atomic import atomic_path, write_json_atomic
@@ -39,6 +34,7 @@ from nnunet_synth.diffboost.mask import PatchMixMaskTransform, resolve_patch_edg
 from nnunet_synth.diffboost.store import TWIN_MANIFEST, TwinManifest, TwinStore, plans_fingerprint, twin_folder
 from nnunet_synth.diffboost.transforms import twin_pipeline
 from nnunet_synth.errors import SynthError
+from nnunet_synth.training.dataloaders import PluggableLoaderMixin
 
 MIX_MODES = ("output", "input")
 RECORD_FILE = "diffboost.json"
@@ -76,7 +72,7 @@ class OutputMixLoss(nn.Module):
         return self.loss(mix_outputs(output, self.mask), target)
 
 
-class DiffBoostTrainer(nnUNetTrainer):
+class DiffBoostTrainer(PluggableLoaderMixin, nnUNetTrainer):
     alpha: float = 0.6
     patch_edge: int | tuple[int, ...] | None = None
     mix_mode: str = "output"
@@ -97,6 +93,7 @@ class DiffBoostTrainer(nnUNetTrainer):
         except ValueError as e:
             raise SynthError(f"{name}: {e}") from None
         self.twin_manifest: TwinManifest | None = None
+        self.twins: TwinStore | None = None
 
     # -- settings, recorded in the output folder and in checkpoints ---------------------
     def diffboost_settings(self) -> dict:
@@ -182,49 +179,22 @@ class DiffBoostTrainer(nnUNetTrainer):
             })
         return store
 
-    # -- data -----------------------------------------------------------------------------
-    def get_dataloaders(self):
+    # -- data (nnU-Net's get_dataloaders, via PluggableLoaderMixin) ----------------------
+    def get_tr_and_val_datasets(self):
         if self.is_cascaded:
             raise SynthError(f"{type(self).__name__}: cascaded configurations are not supported "
                              f"({self.configuration_name}); use 2d or 3d_fullres")
-        if self.dataset_class is None:
-            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
-        patch_size = self.configuration_manager.patch_size
-        ds_scales = self._get_deep_supervision_scales()
-        rotation, dummy_2d, initial_patch_size, mirror_axes = \
-            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        labels = dict(foreground_labels=self.label_manager.foreground_labels,
-                      regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
-                      ignore_label=self.label_manager.ignore_label)
-        tr_transforms = self.get_training_transforms(patch_size, rotation, ds_scales, mirror_axes, dummy_2d,
-                                                     use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
-                                                     is_cascaded=False, **labels)
-        tr_transforms = twin_pipeline(tr_transforms, self.synchronize_intensity,
-                                      [PatchMixMaskTransform(self.alpha, self.mix_patch_edge)])
-        val_transforms = self.get_validation_transforms(ds_scales, is_cascaded=False, **labels)
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        self.twins = self.open_twins(dataset_tr.identifiers, dataset_val.identifiers)
+        return dataset_tr, dataset_val
 
-        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
-        twins = self.open_twins(dataset_tr.identifiers, dataset_val.identifiers)
-        sampling = dict(oversample_foreground_percent=self.oversample_foreground_percent,
-                        probabilistic_oversampling=self.probabilistic_oversampling)
-        dl_tr = DiffBoostDataLoader(dataset_tr, self.batch_size, initial_patch_size, patch_size, self.label_manager,
-                                    twins, tr_transforms, **sampling)
-        dl_val = nnUNetDataLoader(dataset_val, self.batch_size, patch_size, patch_size, self.label_manager,
-                                  transforms=val_transforms, **sampling)
-
-        n_proc = get_allowed_n_proc_DA()
-        if n_proc == 0:
-            gen_tr, gen_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
-        else:
-            pin = self.device.type == "cuda"
-            gen_tr = NonDetMultiThreadedAugmenter(dl_tr, None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
-                                                  pin_memory=pin, wait_time=0.002)
-            gen_val = NonDetMultiThreadedAugmenter(dl_val, None, num_processes=max(1, n_proc // 2),
-                                                   num_cached=max(3, n_proc // 4), pin_memory=pin, wait_time=0.002)
-        # Like nnUNetTrainer: fetch one batch each, so a broken pipeline fails before the first epoch.
-        next(gen_tr)
-        next(gen_val)
-        return gen_tr, gen_val
+    def make_train_loader(self, dataset_tr, initial_patch_size, transforms):
+        transforms = twin_pipeline(transforms, self.synchronize_intensity,
+                                   [PatchMixMaskTransform(self.alpha, self.mix_patch_edge)])
+        return DiffBoostDataLoader(dataset_tr, self.batch_size, initial_patch_size,
+                                   self.configuration_manager.patch_size, self.label_manager, self.twins, transforms,
+                                   oversample_foreground_percent=self.oversample_foreground_percent,
+                                   probabilistic_oversampling=self.probabilistic_oversampling)
 
     # -- mixing -----------------------------------------------------------------------------
     def _build_loss(self):
