@@ -70,7 +70,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
                    help="defaults for 2D ultrasound (us2d: 128x128 patches, channels 32,64,128,256, 2 res blocks, "
                         "batch 16, 20000 steps) or 3D CT (ct3d: 64^3 patches, channels 32,64,128,256, 1 res block, "
-                        "batch 4, 40000 steps); auto picks by the data's dimensionality (default)")
+                        "batch 4, 40000 steps); both sample with 50 DDIM steps, tiled (overlap 0.5 for us2d, 0.25 "
+                        "for ct3d); auto picks by the data's dimensionality (default)")
     g.add_argument("--patch-size", type=int, nargs="+", metavar="N",
                    help="training patch (one value per axis, or one for all); each a multiple of "
                         "2^(number of channels - 1) and at most the smallest training image")
@@ -80,17 +81,19 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, metavar="N", help="patches per training step")
     g.add_argument("--train-steps", type=int, metavar="N",
                    help="total optimisation steps; rerunning with a larger value continues training")
-    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
-    g.add_argument("--ema-decay", type=float, default=0.999,
+    g.add_argument("--lr", type=float, default=1e-4, metavar="F", help="AdamW learning rate (default 1e-4)")
+    g.add_argument("--ema-decay", type=float, default=0.999, metavar="F",
                    help="decay of the exponential moving average of the weights that is saved; 0 disables EMA "
                         "(default 0.999)")
-    g.add_argument("--fg-fraction", type=float, default=0.5,
+    g.add_argument("--fg-fraction", type=float, default=0.5, metavar="F",
                    help="fraction of patches centred on a foreground voxel (default 0.5)")
-    g.add_argument("--train-timesteps", type=int, default=1000,
+    g.add_argument("--train-timesteps", type=int, default=1000, metavar="N",
                    help="diffusion timesteps of the DDPM training schedule (default 1000)")
     g.add_argument("--checkpoint-every", type=int, default=500, metavar="N",
                    help="save a resumable checkpoint into the model folder every N steps (default 500)")
-    g.add_argument("--fit-seed", type=int, default=0, help="seed of patch sampling, noise and initial weights")
+    g.add_argument("--fit-seed", type=int, default=0, metavar="S",
+                   help="seed of initial weights, patch sampling and noise; a resumed run repeats an uninterrupted one "
+                        "(default 0)")
     g.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
                    help="accelerate's mixed precision; auto = bf16 on a GPU that supports it, else no")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")

@@ -126,8 +126,8 @@ class TiledPredictor:
             self.calls += 1
             eps = self.network(inputs, t.reshape(1).expand(len(starts)))
             for e, w in zip(eps, windows):
-                blended[0][(slice(None),) + w] += e * self.gaussian
-        return blended / self.weights
+                blended[0][(slice(None),) + w].addcmul_(e, self.gaussian)
+        return blended.div_(self.weights)
 
 
 def denoise(predictor, scheduler, shape: tuple[int, ...], steps: int, seed: int, device,
