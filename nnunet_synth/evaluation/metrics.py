@@ -41,9 +41,9 @@ metrics. Two exact methods give the same distances (to float rounding):
   voxels' coordinates in mm; its cost grows with the number of surface voxels.
 ``"auto"`` (the default) uses the dense transform only when the surfaces fill
 the crop densely (fewer than ``DENSE_CROP_RATIO`` crop voxels per surface
-voxel). Measured (benchmarks/bench_surface_metrics.py and the figures in
-docs/evaluation.md), the tree is faster from about 16 crop voxels per surface
-voxel on: 2D lesions and 3D organs alike.
+voxel). In our measurements (benchmarks/bench_surface_metrics.py, figures in
+docs/evaluation.md) the tree was already faster at 16 crop voxels per surface
+voxel, for 2D lesions and 3D organs alike.
 """
 from __future__ import annotations
 
