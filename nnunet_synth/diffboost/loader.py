@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from nnunet_synth.diffboost.store import TwinStore
 
@@ -25,6 +25,22 @@ class DiffBoostDataLoader(nnUNetDataLoader):
                  transforms, **kwargs):
         super().__init__(data, batch_size, patch_size, final_patch_size, label_manager, transforms=transforms, **kwargs)
         self.twins = twins
+        self._threadpools: ThreadpoolController | None = None
+
+    def __getstate__(self):
+        # A threadpool controller holds library handles; a worker process makes its own.
+        return {**self.__dict__, "_threadpools": None}
+
+    def single_threaded(self):
+        """One thread per numerical library while a batch is made, as in nnU-Net's loader.
+
+        nnU-Net calls threadpool_limits() per batch, which rescans every loaded
+        library (several ms, more than reading a twin); one controller, made once,
+        applies the same limit without the scan.
+        """
+        if self._threadpools is None:
+            self._threadpools = ThreadpoolController()
+        return self._threadpools.limit(limits=1, user_api=None)
 
     def load_sample(self, j: int, key: str) -> tuple[torch.Tensor, torch.Tensor, str | None]:
         """(real and twin stacked as 2C channels, segmentation, twin id), cropped and padded, not augmented."""
@@ -46,7 +62,7 @@ class DiffBoostDataLoader(nnUNetDataLoader):
         keys = self.get_indices()
         batch: dict[str, object] = {}
         twin_keys = []
-        with torch.no_grad(), threadpool_limits(limits=1, user_api=None):
+        with torch.no_grad(), self.single_threaded():
             for j, key in enumerate(keys):
                 image, seg, twin_id = self.load_sample(j, key)
                 twin_keys.append(twin_id)
