@@ -19,12 +19,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("nnunet_synth.doctor", "check the environment and print the line that fixes each problem"),
     "trainer-path": ("nnunet_synth.doctor_trainer_path", "print the folder that nnUNet_extTrainer must point to"),
     "phantom": ("nnunet_synth.phantom.cli", "write the built-in ultrasound phantom datasets (training device A, test devices A, B, C)"),
+    "demo": ("nnunet_synth.demo", "run the whole chain on built-in phantom data and print the results table"),
     "expand": ("nnunet_synth.expand", "build an expanded raw dataset: real plus synthetic cases, leakage-safe folds"),
     "fit": ("nnunet_synth.generators.fit_cmd", "train a generator on the real training cases of a fold"),
     "generate": ("nnunet_synth.generators.generate_cmd", "write a synthetic raw dataset (twins or new pairs) with its manifest"),
     "twins": ("nnunet_synth.diffboost.command", "preprocess synthetic twins with the real dataset's plans for DiffBoost training"),
     "convert": ("nnunet_synth.convert.command", "convert a public dataset (DDTI, TN3K, BUSI, ISIC, ...) into an nnU-Net raw dataset"),
     "evaluate": ("nnunet_synth.evaluation.evaluate", "score predictions against references: nnU-Net's summary.json plus HD95, ASSD, precision, recall"),
+    "cross-eval": ("nnunet_synth.evaluation.cross_eval", "predict test sets with several models, compare them per case, write CSV, JSON, statistics and a report"),
 
 }
 

@@ -53,6 +53,10 @@ def test_plan_expand_train_predict(nnunet_folders, tmp_path):
     assert {c["prediction_file"].split("/")[-1] for c in validated["metric_per_case"]} == \
         {f"{c}.png" for c in folds[0]["val"]}
 
+    run_command([venv_command("nnUNetv2_find_best_configuration"), "903", "-c", "2d", "-tr",
+                 "nnUNetTrainerSynthExpandShort", "-f", "0", "--disable_ensembling", "-np", "1"], env)
+    assert (nnunet_folders.results / expanded.name / "inference_information.json").is_file()
+
     # fold 1 validates on cases the generator was trained on: refused
     refused = run_command(train[:3] + ["1"] + train[4:], env, check=False)
     assert refused.returncode != 0

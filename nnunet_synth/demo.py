@@ -1,0 +1,233 @@
+"""The whole chain on built-in data: does synthetic data help a model trained on one device?
+
+    nnunet-synth demo                       # a new folder ./nnunet_synth_demo, about 15 minutes on 2 CPU cores
+    nnunet-synth demo -w my_demo --budget 30
+
+Steps (each prints the command it runs; a rerun skips completed steps, so an
+interrupted demo resumes where it stopped):
+
+  1. phantom      ultrasound phantom datasets: training device A, test devices A, B, C
+  2. plan         nnU-Net planning and preprocessing of device A (real cases only)
+  3. fit          patch-DDPM fitted on fold 0's training cases
+  4. twins        synthetic twins (new images for the real masks) and
+  5. new          new pairs (deformed masks, new images)
+  6. twin-prep    twins preprocessed with device A's plans, for DiffBoost
+  7. expand       real + synthetic dataset with leakage-safe folds
+  8-10. train     nnUNetTrainerShort (baseline), nnUNetTrainerDiffBoostShort,
+                  nnUNetTrainerSynthExpandShort on fold 0
+  11. cross-eval  every model on devices A, B and C, paired tests against the baseline
+then prints the table of Dice and HD95 per trainer and device and the path of report.md.
+
+--budget (minutes) sizes the schedules (diffusion training steps, nnU-Net
+iterations). With CUDA present, the default budget and schedules are larger.
+nnU-Net's variables are set for the work folder; your own are not touched.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TRAIN_ID, TEST_IDS = 700, {"A": 701, "B": 702, "C": 703}
+TWINS_ID, NEW_ID, EXPANDED_ID = 704, 705, 710
+CONFIG = "2d"
+TRAINERS = {"baseline": "nnUNetTrainerShort", "diffboost": "nnUNetTrainerDiffBoostShort",
+            "synthexpand": "nnUNetTrainerSynthExpandShort"}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    n_train: int
+    n_test: int
+    ddpm_channels: tuple[int, ...]
+    ddpm_patch: int
+    ddpm_batch: int
+    ddpm_steps: int
+    sampling_steps: int
+    k_twins: int
+    k_new: int
+    epochs: int
+    iterations: int
+    val_iterations: int
+
+
+def schedule_for(budget_minutes: float, cuda: bool) -> Schedule:
+    """Schedules that fit the budget; the CPU figures were measured on 2 cores (README)."""
+    if budget_minutes <= 0:
+        from nnunet_synth.errors import SynthError
+
+        raise SynthError(f"--budget {budget_minutes}: give a positive number of minutes")
+    s = budget_minutes / 15.0
+    if cuda:
+        return Schedule(n_train=60, n_test=30, ddpm_channels=(32, 64, 128), ddpm_patch=64, ddpm_batch=16,
+                        ddpm_steps=max(200, int(4000 * s)), sampling_steps=50, k_twins=2, k_new=1,
+                        epochs=max(2, int(50 * s)), iterations=100, val_iterations=10)
+    return Schedule(n_train=max(10, min(40, int(40 * s))), n_test=max(6, min(20, int(20 * s))), ddpm_channels=(16, 32, 64), ddpm_patch=64, ddpm_batch=8,
+                    ddpm_steps=max(20, int(400 * s)), sampling_steps=max(5, min(25, int(25 * s))), k_twins=1,
+                    k_new=1, epochs=max(1, int(5 * s)), iterations=max(2, min(25, int(25 * s))),
+                    val_iterations=max(1, min(5, int(5 * s))))
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("-w", "--workdir", default="nnunet_synth_demo",
+                        help="work folder (default ./nnunet_synth_demo); rerun with the same folder to resume")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="wall-clock budget in minutes that sizes the schedules (default 15 on CPU, 60 with CUDA)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto uses CUDA when present (default)")
+
+
+class Demo:
+    def __init__(self, workdir: Path, schedule: Schedule, device: str):
+        self.workdir, self.schedule, self.device = workdir, schedule, device
+        self.raw, self.pre, self.results = workdir / "nnUNet_raw", workdir / "nnUNet_preprocessed", workdir / "nnUNet_results"
+        self.state = workdir / ".demo_steps"
+        self.bin = Path(sys.executable).parent
+
+    def env(self) -> dict:
+        from nnunet_synth.testing import trainer_folder
+
+        env = dict(os.environ)
+        env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.pre), nnUNet_results=str(self.results),
+                   nnUNet_extTrainer=trainer_folder(), nnUNet_compile="false",
+                   nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "2" if self.device == "cpu" else "6"),
+                   nnUNet_def_n_proc=env.get("nnUNet_def_n_proc", "2"),
+                   nnUNetSynth_epochs=str(self.schedule.epochs),
+                   nnUNetSynth_iterations_per_epoch=str(self.schedule.iterations),
+                   nnUNetSynth_val_iterations_per_epoch=str(self.schedule.val_iterations))
+        return env
+
+    def tool(self, name: str) -> str:
+        path = self.bin / name
+        return str(path) if path.exists() else name
+
+    def run_step(self, number: int, total: int, name: str, command: list[str]) -> None:
+        marker = self.state / f"{name}.done"
+        if marker.exists():
+            print(f"[{number}/{total}] {name}: done before, skipped")
+            return
+        print(f"\n[{number}/{total}] {name}: {' '.join(command)}", flush=True)
+        start = time.time()
+        proc = subprocess.run(command, env=self.env())
+        if proc.returncode != 0:
+            from nnunet_synth.errors import SynthError
+
+            raise SynthError(f"step '{name}' failed (exit {proc.returncode}); fix the cause and rerun "
+                             f"`nnunet-synth demo -w {self.workdir}` to resume from this step")
+        self.state.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{time.time() - start:.1f}\n")
+        print(f"[{number}/{total}] {name}: finished in {time.time() - start:.0f} s", flush=True)
+
+    def train_command(self, dataset_id: int, trainer: str) -> list[str]:
+        command = [self.tool("nnUNetv2_train"), str(dataset_id), CONFIG, "0", "-tr", trainer, "-device", self.device]
+        # an interrupted training continues from its last checkpoint
+        if self._training_folder(dataset_id, trainer).joinpath("fold_0", "checkpoint_latest.pth").exists():
+            command.append("--c")
+        return command
+
+    def _training_folder(self, dataset_id: int, trainer: str) -> Path:
+        names = sorted(self.results.glob(f"Dataset{dataset_id:03d}_*"))
+        base = names[0] if names else self.results / f"Dataset{dataset_id:03d}_"
+        return base / f"{trainer}__nnUNetPlans__{CONFIG}"
+
+    def fold0_training_cases(self) -> list[str]:
+        from nnunet_synth.raw_dataset import RawDataset
+        from nnunet_synth.splits import real_folds
+
+        real = RawDataset.open(self.raw / f"Dataset{TRAIN_ID}_PhantomA")
+        return real_folds(real.name, real.case_ids(), self.pre)[0][0]["train"]
+
+    def steps(self) -> list[tuple[str, object]]:
+        s, synth, model = self.schedule, self.tool("nnunet-synth"), self.workdir / "models" / "patch_ddpm_fold0"
+        gen_common = ["-m", str(model), "-d", str(TRAIN_ID), "--steps", str(s.sampling_steps), "--sampling", "full",
+                      "--device", self.device]
+        return [
+            ("phantom", lambda: [synth, "phantom", "-o", str(self.raw), "--first-id", str(TRAIN_ID),
+                                 "--n-train", str(s.n_train), "--n-test", str(s.n_test), "--workers", "2", "--quiet"]),
+            ("plan", lambda: [self.tool("nnUNetv2_plan_and_preprocess"), "-d", str(TRAIN_ID), "-c", CONFIG,
+                              "-np", "2", "-npfp", "2", "--verify_dataset_integrity"]),
+            ("fit", lambda: [synth, "fit", "patch-ddpm", "-d", str(TRAIN_ID), "--fold", "0", "-o", str(model),
+                             "--channels", *map(str, s.ddpm_channels), "--res-blocks", "1",
+                             "--patch-size", str(s.ddpm_patch), "--batch-size", str(s.ddpm_batch),
+                             "--train-steps", str(s.ddpm_steps), "--checkpoint-every", "50"]
+                            + (["--cpu"] if self.device == "cpu" else [])),
+            ("twins", lambda: [synth, "generate", "patch-ddpm", *gen_common, "-o", str(TWINS_ID), "--mode", "twins",
+                               "-k", str(s.k_twins), "--cases", *self.fold0_training_cases()]),
+            ("new", lambda: [synth, "generate", "patch-ddpm", *gen_common, "-o", str(NEW_ID), "--mode", "new",
+                             "-k", str(s.k_new), "--cases", *self.fold0_training_cases()]),
+            ("twin-prep", lambda: [synth, "twins", "-d", str(TRAIN_ID), "-s", str(TWINS_ID), "-c", CONFIG,
+                                   "--allow-real-only", "-np", "2"]),
+            ("expand", lambda: [synth, "expand", "-d", str(TRAIN_ID), "-s", str(TWINS_ID), "-s", str(NEW_ID),
+                                "-o", str(EXPANDED_ID), "--preprocess", CONFIG, "-np", "2", "--overwrite"]),
+            ("train-baseline", lambda: self.train_command(TRAIN_ID, TRAINERS["baseline"])),
+            ("train-diffboost", lambda: self.train_command(TRAIN_ID, TRAINERS["diffboost"])),
+            ("train-synthexpand", lambda: self.train_command(EXPANDED_ID, TRAINERS["synthexpand"])),
+            ("cross-eval", lambda: [synth, "cross-eval",
+                                    "--model", f"baseline={TRAIN_ID}:{TRAINERS['baseline']}:nnUNetPlans:{CONFIG}:0",
+                                    "--model", f"diffboost={TRAIN_ID}:{TRAINERS['diffboost']}:nnUNetPlans:{CONFIG}:0",
+                                    "--model",
+                                    f"synthexpand={EXPANDED_ID}:{TRAINERS['synthexpand']}:nnUNetPlans:{CONFIG}:0",
+                                    *[a for name, i in TEST_IDS.items() for a in ("--test", f"{name}={i}")],
+                                    "--baseline", "baseline", "-o", str(self.workdir / "cross_eval"),
+                                    "--disable-tta", "--device", self.device, "--bootstrap", "2000"]),
+        ]
+
+    def run(self) -> None:
+        steps = self.steps()
+        for number, (name, make_command) in enumerate(steps, start=1):
+            self.run_step(number, len(steps), name, make_command())
+
+
+def results_table(summary: dict) -> str:
+    """Dice and HD95 per trainer and device, with Holm-corrected Wilcoxon p-values against the baseline."""
+    p_values = {(r["test_set"], r["model"], r["metric"]): r["wilcoxon_p_holm"] for r in summary["comparisons"]}
+    lines = ["| trainer | device | Dice | p (Dice) | HD95 (mm) | p (HD95) |", "|---|---|---|---|---|---|"]
+    for model in summary["models"]:
+        for test, per_model in summary["results"].items():
+            means = per_model[model]["foreground_mean"]
+
+            def p(metric):
+                value = p_values.get((test, model, metric))
+                return "—" if value is None else ("n/a" if value is None or math.isnan(value) else f"{value:.3g}")
+
+            lines.append(f"| {model} | {test} | {means['Dice']:.3f} | {p('Dice')} | {means['HD95']:.2f} | {p('HD95')} |")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import torch
+
+    from nnunet_synth.errors import SynthError
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SynthError("--device cuda: no CUDA device is available")
+    budget = args.budget if args.budget is not None else (60.0 if device == "cuda" else 15.0)
+    schedule = schedule_for(budget, device == "cuda")
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings_file = workdir / "demo_settings.json"
+    settings = {"budget_minutes": budget, "device": device, "schedule": asdict(schedule)}
+    if settings_file.exists():
+        previous = json.loads(settings_file.read_text())
+        if previous != json.loads(json.dumps(settings)):
+            raise SynthError(f"{settings_file}: this work folder was made with other settings "
+                             f"(budget {previous.get('budget_minutes')}, device {previous.get('device')}); "
+                             f"use a new --workdir or the same settings")
+    else:
+        settings_file.write_text(json.dumps(settings, indent=2) + "\n")
+    print(f"nnunet-synth demo in {workdir} on {device}, budget {budget:g} min: {schedule}")
+    start = time.time()
+    Demo(workdir, schedule, device).run()
+    summary = json.loads((workdir / "cross_eval" / "summary.json").read_text())
+    print("\nTrained on device A (fold 0); tested on devices A, B, C. "
+          "p: Wilcoxon signed-rank against the baseline, Holm-corrected.\n")
+    print(results_table(summary))
+    print(f"\nreport: {workdir / 'cross_eval' / 'report.md'} (plots in {workdir / 'cross_eval' / 'plots'})")
+    print(f"this run: {(time.time() - start) / 60:.1f} min")
+    return 0

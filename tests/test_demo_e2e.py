@@ -1,0 +1,61 @@
+"""The demo with a tiny budget: every artifact it promises is there and valid."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_command, venv_command
+
+
+@pytest.mark.e2e
+def test_demo_tiny_budget(tmp_path):
+    import os
+
+    workdir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_", "nnUNetSynth_"))}
+    proc = run_command([venv_command("nnunet-synth"), "demo", "-w", str(workdir), "--budget", "1", "--device", "cpu"],
+                       env, timeout=1800)
+    out = proc.stdout
+    assert "| trainer | device | Dice |" in out
+    for model in ("baseline", "diffboost", "synthexpand"):
+        for device in "ABC":
+            assert f"| {model} | {device} |" in out
+    assert str(workdir / "cross_eval" / "report.md") in out
+
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    raw = workdir / "nnUNet_raw"
+    datasets = sorted(p for p in raw.iterdir() if p.name.startswith("Dataset"))
+    assert [p.name[:10] for p in datasets] == ["Dataset700", "Dataset701", "Dataset702", "Dataset703",
+                                                 "Dataset704", "Dataset705", "Dataset710"]
+    for d in datasets:
+        verify_dataset_integrity(str(d), num_processes=1)
+
+    results = workdir / "nnUNet_results"
+    for pattern in ("Dataset700_*/nnUNetTrainerShort__nnUNetPlans__2d/fold_0/checkpoint_final.pth",
+                    "Dataset700_*/nnUNetTrainerDiffBoostShort__nnUNetPlans__2d/fold_0/checkpoint_final.pth",
+                    "Dataset710_*/nnUNetTrainerSynthExpandShort__nnUNetPlans__2d/fold_0/checkpoint_final.pth"):
+        assert len(list(results.glob(pattern))) == 1, pattern
+
+    cross = workdir / "cross_eval"
+    summary = json.loads((cross / "summary.json").read_text())
+    assert set(summary["results"]) == {"A", "B", "C"}
+    n_test = json.loads((raw / datasets[1].name / "dataset.json").read_text())["numTraining"]
+    for model in ("baseline", "diffboost", "synthexpand"):
+        for device in "ABC":
+            preds = list((cross / "predictions" / model / device).glob("*.nii.gz"))
+            assert len(preds) == n_test
+    assert (cross / "per_case.csv").read_text().count("\n") > 3 * 3 * n_test
+    assert "| " in (cross / "report.md").read_text()
+    pngs = list((cross / "plots").glob("*.png"))
+    assert len(pngs) >= 3
+    for png in pngs:
+        image = np.asarray(Image.open(png).convert("L"))
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 1, png
+
+    # a rerun skips every step and prints the same table
+    again = run_command([venv_command("nnunet-synth"), "demo", "-w", str(workdir), "--budget", "1", "--device", "cpu"],
+                        env, timeout=600)
+    assert again.stdout.count("done before, skipped") == 11
+    assert out.split("| trainer |")[1].split("report:")[0] == again.stdout.split("| trainer |")[1].split("report:")[0]
