@@ -7,7 +7,8 @@ import SimpleITK as sitk
 
 from nnunet_synth import cli
 from nnunet_synth.errors import SynthError
-from nnunet_synth.evaluation.cross_eval import ModelSpec, check_model, map_labels, open_test_set, parse_label_map
+from nnunet_synth.evaluation.cross_eval import (ModelSpec, check_model, check_test_labels, map_labels, open_test_set,
+                                                parse_label_map)
 
 
 def test_model_syntax():
@@ -53,6 +54,10 @@ def test_plain_folder_and_label_mapping(tmp_path):
     assert json.loads((tmp_path / "mapped" / "label_map.json").read_text())["mapping"] == {"1": 2, "255": 1}
     with pytest.raises(SynthError, match="mapped differently"):
         map_labels(test, {255: 1}, tmp_path / "mapped", SimpleITKIO())
+    # Unmapped 255 is refused before any prediction, with the option that fixes it.
+    with pytest.raises(SynthError, match=r"case 'a' .* label value\(s\) \[255\] .* --label-map 255:1"):
+        check_test_labels(test, {0, 1}, SimpleITKIO())
+    check_test_labels(mapped, {0, 1, 2}, SimpleITKIO())
 
 
 def test_test_set_errors_name_the_problem(tmp_path, monkeypatch):
@@ -82,3 +87,29 @@ def test_missing_model_names_the_checkpoint(nnunet_folders, capsys):
                      "--model", "b=961:nnUNetTrainer:nnUNetPlans:2d:1", "--test", "t=961", "--baseline", "c",
                      "-o", str(nnunet_folders.results / "out")])
     assert code == 2 and "--baseline c: no model of that name" in capsys.readouterr().err
+
+
+def test_compare_with_baseline_holm_family_and_case_mismatch():
+    from scipy import stats
+
+    from nnunet_synth.evaluation.cross_eval import compare_with_baseline
+    from nnunet_synth.evaluation.stats import holm
+
+    rng = np.random.default_rng(5)
+
+    def cases(shift, n):
+        return {f"c{i}": {"Dice": 0.6 + shift + 0.1 * rng.random(), "HD95": 5 - shift + rng.random(),
+                          "ASSD": 2 + rng.random()} for i in range(n)}
+
+    values = {t: {"base": {1: cases(0.0, 8)}, "aug": {1: cases(0.05, 8)}} for t in ("A", "B")}
+    rows = compare_with_baseline(values, "base", {1: "lesion"}, n_resamples=100, confidence=0.95, seed=0)
+    assert len(rows) == 2 * 3
+    dice = [r for r in rows if r["metric"] == "Dice"]
+    raw = [stats.wilcoxon([values[t]["aug"][1][c]["Dice"] for c in sorted(values[t]["aug"][1])],
+                          [values[t]["base"][1][c]["Dice"] for c in sorted(values[t]["base"][1])]).pvalue
+           for t in ("A", "B")]
+    assert [r["wilcoxon_p"] for r in dice] == pytest.approx(raw)
+    assert [r["wilcoxon_p_holm"] for r in dice] == pytest.approx(holm(raw))
+    del values["B"]["aug"][1]["c3"]
+    with pytest.raises(SynthError, match=r"B/lesion/Dice/base vs aug: .*only the baseline has case\(s\) c3"):
+        compare_with_baseline(values, "base", {1: "lesion"}, n_resamples=100, confidence=0.95, seed=0)

@@ -69,6 +69,9 @@ def test_summary_extends_nnunet_and_counts_valid_cases(three_cases, tmp_path):
     assert set(written) >= {"metric_per_case", "mean", "foreground_mean", "n_valid"}
     assert written["mean"]["1"]["HD95"] == pytest.approx(summary["mean"][1]["HD95"])
     assert written["foreground_mean"]["Dice"] == pytest.approx(summary["mean"][1]["Dice"])
+    from nnunetv2.evaluation.evaluate_predictions import load_summary_json
+
+    assert load_summary_json(str(out))["mean"][1]["HD95"] == pytest.approx(summary["mean"][1]["HD95"])
 
 
 def test_parallel_equals_serial(three_cases):

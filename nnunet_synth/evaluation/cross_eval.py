@@ -190,6 +190,19 @@ def map_labels(test: TestSet, mapping: dict[int, int], out_folder: Path, reader_
     return TestSet(test.name, test.images, out_folder, test.file_ending, dict(test.cases))
 
 
+def check_test_labels(test: TestSet, allowed: set[int], reader_writer) -> None:
+    """Refuse label values the models do not know before any prediction is made, with the fix in the message."""
+    import numpy as np
+
+    for case in test.cases:
+        values = set(np.unique(reader_writer.read_seg(str(test.label_file(case)))[0]).tolist())
+        unknown = sorted(int(v) for v in values - allowed)
+        if unknown:
+            raise SynthError(f"test set '{test.name}': case '{case}' ({test.label_file(case)}) holds label value(s) "
+                             f"{unknown} that the models do not predict (labels: {sorted(allowed)}); "
+                             f"map them with --label-map, e.g. --label-map {unknown[0]}:1")
+
+
 def pick_device(device: str):
     import torch
 
@@ -280,6 +293,66 @@ def _load_panel(test: TestSet, case: str, pred_base: Path, pred_other: Path, rea
     return ExamplePanel(case, *arrays, baseline_dice=base_dice, other_dice=other_dice)
 
 
+def compare_with_baseline(values: dict, baseline: str, label_names: dict, n_resamples: int, confidence: float,
+                          seed: int) -> list[dict]:
+    """Paired comparisons of every model with the baseline; one Holm family per (model, metric).
+
+    ``values[test][model][label][case]`` holds a case's metric dict.
+    """
+    from nnunet_synth.evaluation.stats import add_holm, paired_compare
+
+    models = list(next(iter(values.values())))
+    rows = []
+    for other in (m for m in models if m != baseline):
+        for metric in COMPARED_METRICS:
+            family = []
+            for t, per_model in values.items():
+                for key, base_cases in per_model[baseline].items():
+                    label = label_names[key]
+                    result = paired_compare({c: v[metric] for c, v in base_cases.items()},
+                                            {c: v[metric] for c, v in per_model[other][key].items()},
+                                            n_resamples=n_resamples, confidence=confidence, seed=seed,
+                                            what=f"{t}/{label}/{metric}/{baseline} vs {other}")
+                    result.context = {"test_set": t, "label": label, "metric": metric, "baseline": baseline,
+                                      "model": other}
+                    family.append(result)
+            add_holm(family)
+            rows.extend(r.as_row() for r in family)
+    return rows
+
+
+def _write_plots(values: dict, baseline: str, label_names: dict, tests: dict, output: Path, reader_writer,
+                 n_examples: int) -> list[tuple[str, Path]]:
+    from nnunet_synth.evaluation import report
+
+    images = []
+    plots = output / "plots"
+    for t, test in tests.items():
+        models = list(values[t])
+        for key in values[t][baseline]:
+            label = label_names[key]
+            per_model = {m: values[t][m][key] for m in models}
+            images.append((f"{t} / {label}: Dice and HD95 by model",
+                           report.boxplot_by_model(per_model, f"{t} / {label}",
+                                                   plots / f"box_{report.safe_name(t)}_{report.safe_name(label)}.png")))
+            base_dice = {c: v["Dice"] for c, v in per_model[baseline].items()}
+            for other in (m for m in models if m != baseline):
+                other_dice = {c: v["Dice"] for c, v in per_model[other].items()}
+                stem = f"{report.safe_name(t)}_{report.safe_name(label)}_{other}"
+                images.append((f"{t} / {label}: per-case Dice, {baseline} vs {other}",
+                               report.paired_lines(base_dice, other_dice, baseline, other,
+                                                   f"{t} / {label}", plots / f"paired_{stem}.png")))
+                chosen = report.select_examples(base_dice, other_dice, n_examples)
+                if chosen:
+                    panels = [_load_panel(test, c, output / "predictions" / baseline / t,
+                                          output / "predictions" / other / t, reader_writer, key,
+                                          base_dice[c], other_dice[c]) for c in chosen]
+                    images.append((f"{t} / {label}: largest gains and losses of {other}",
+                                   report.example_grid(panels, baseline, other, f"{t} / {label}",
+                                                       plots / f"examples_{stem}.png")))
+    return images
+
+
 def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike, baseline: str,
                    label_map: dict[int, int] | None = None, device: str = "auto", use_mirroring: bool = True,
                    num_processes: int = 1, n_resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
@@ -294,8 +367,7 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
 
     from nnunet_synth.atomic import write_json_atomic
     from nnunet_synth.evaluation import report
-    from nnunet_synth.evaluation.evaluate import evaluate_folders, summary_to_json
-    from nnunet_synth.evaluation.stats import add_holm, paired_compare
+    from nnunet_synth.evaluation.evaluate import evaluate_folders, label_setup, summary_to_json
 
     if len(models) < 2:
         raise SynthError("cross-eval needs at least two models (a baseline and one to compare)")
@@ -330,6 +402,9 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
     reader_writer = determine_reader_writer_from_dataset_json(reference_json, example_file, verbose=False)()
     if label_map:
         tests = {t: map_labels(test, label_map, output / "labels" / t, reader_writer) for t, test in tests.items()}
+    _, _, allowed = label_setup(reference_json)
+    for test in tests.values():
+        check_test_labels(test, allowed, reader_writer)
     torch_device = pick_device(device)
     dj_path = folders[baseline] / "dataset.json"
 
@@ -352,49 +427,11 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
                                           "label": _label_name(reference_json, key),
                                           **{k: metrics[k] for k in CSV_METRICS}})
     _write_csv(output / "per_case.csv", per_case_rows)
+    label_names = {key: _label_name(reference_json, key) for key in values[next(iter(tests))][baseline]}
 
-    comparisons = []
-    for other in (m for m in specs if m != baseline):
-        for metric in COMPARED_METRICS:
-            family = []
-            for t in tests:
-                for key, base_cases in values[t][baseline].items():
-                    label = _label_name(reference_json, key)
-                    result = paired_compare({c: v[metric] for c, v in base_cases.items()},
-                                            {c: v[metric] for c, v in values[t][other][key].items()},
-                                            n_resamples=n_resamples, confidence=confidence, seed=seed,
-                                            what=f"{t}/{label}/{metric}/{baseline} vs {other}")
-                    result.context = {"test_set": t, "label": label, "metric": metric, "baseline": baseline,
-                                      "model": other}
-                    family.append(result)
-            add_holm(family)
-            comparisons.extend(r.as_row() for r in family)
+    comparisons = compare_with_baseline(values, baseline, label_names, n_resamples, confidence, seed)
     _write_csv(output / "comparisons.csv", comparisons)
-
-    images = []
-    plots = output / "plots"
-    for t, test in tests.items():
-        for key in values[t][baseline]:
-            label = _label_name(reference_json, key)
-            per_model = {m: values[t][m][key] for m in specs}
-            images.append((f"{t} / {label}: Dice and HD95 by model",
-                           report.boxplot_by_model(per_model, f"{t} / {label}",
-                                                   plots / f"box_{report.safe_name(t)}_{report.safe_name(label)}.png")))
-            base_dice = {c: v["Dice"] for c, v in per_model[baseline].items()}
-            for other in (m for m in specs if m != baseline):
-                other_dice = {c: v["Dice"] for c, v in per_model[other].items()}
-                stem = f"{report.safe_name(t)}_{report.safe_name(label)}_{other}"
-                images.append((f"{t} / {label}: per-case Dice, {baseline} vs {other}",
-                               report.paired_lines(base_dice, other_dice, baseline, other,
-                                                   f"{t} / {label}", plots / f"paired_{stem}.png")))
-                chosen = report.select_examples(base_dice, other_dice, n_examples)
-                if chosen:
-                    panels = [_load_panel(test, c, output / "predictions" / baseline / t,
-                                          output / "predictions" / other / t, reader_writer, key,
-                                          base_dice[c], other_dice[c]) for c in chosen]
-                    images.append((f"{t} / {label}: largest gains and losses of {other}",
-                                   report.example_grid(panels, baseline, other, f"{t} / {label}",
-                                                       plots / f"examples_{stem}.png")))
+    images = _write_plots(values, baseline, label_names, tests, output, reader_writer, n_examples)
 
     summary = {
         "baseline": baseline,
@@ -402,7 +439,7 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
         "test_sets": {t: {"images": str(x.images), "labels": str(x.labels), "n_cases": len(x.cases),
                           "source": str(test_sets[t])} for t, x in tests.items()},
         "label_map": {str(k): v for k, v in sorted(label_map.items())},
-        "label_names": {str(key): _label_name(reference_json, key) for key in values[next(iter(tests))][baseline]},
+        "label_names": {str(key): name for key, name in label_names.items()},
         "device": str(torch_device), "use_mirroring": use_mirroring,
         "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
         "results": results, "comparisons": comparisons,
