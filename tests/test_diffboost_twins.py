@@ -170,3 +170,17 @@ def test_output_mix_at_alpha_one_is_nnunet_loss_on_real_and_at_zero_on_twin(env,
     got = mixer.train_step(batch)["loss"]
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert mixer.loss.mask is None       # validation afterwards uses the plain loss
+
+
+def test_resume_requires_the_same_settings(env, tmp_path):
+    trainer = make_trainer(DiffBoostTrainer, env)
+    checkpoint = str(tmp_path / "checkpoint_latest.pth")
+    trainer.save_checkpoint(checkpoint)
+    assert torch.load(checkpoint, weights_only=False)["diffboost"] == trainer.diffboost_settings()
+    make_trainer(DiffBoostTrainer, env).load_checkpoint(checkpoint)
+    with pytest.raises(SynthError, match=r"written with DiffBoost settings .*\"alpha\": 0.6.* resume with the same"):
+        make_trainer(AlphaOne, env).load_checkpoint(checkpoint)
+    plain = str(tmp_path / "plain.pth")
+    make_trainer(nnUNetTrainer, env).save_checkpoint(plain)
+    with pytest.raises(SynthError, match="has no DiffBoost settings"):
+        make_trainer(DiffBoostTrainer, env).load_checkpoint(plain)
