@@ -155,3 +155,9 @@ def test_script_entry_point_with_worker_processes(tmp_path, nnunet_folders):
     folder = nnunet_folders.raw / "Dataset504_PH2"
     assert len(fixtures.case_ids(folder)) == expected["cases"]
     assert json.loads((folder / "dataset.json").read_text())["channel_names"] == {"0": "R", "1": "G", "2": "B"}
+
+
+def test_tdid_is_the_ddti_converter():
+    from nnunet_synth.convert.registry import load_converter
+
+    assert load_converter("tdid") is load_converter("ddti")

@@ -26,6 +26,9 @@ PACKAGE = "nnunet_synth_dataset_conversion"
 # name -> (module in dataset_conversion/, one-line help)
 CONVERTERS: dict[str, tuple[str, str]] = {
     "ddti": ("ddti", "DDTI thyroid ultrasound: original XML polygons, image/ + mask/ PNGs, or nodule crops"),
+    # The thyroid SD paper's "TDID" (Thyroid Digital Image Database) is the same
+    # Pedraza et al. database that most papers call DDTI.
+    "tdid": ("ddti", "TDID = DDTI (the Thyroid Digital Image Database of Pedraza et al.); same layouts as 'ddti'"),
     "tn3k": ("tn3k", "TN3K thyroid ultrasound (trainval/test folders and fold files)"),
     "tucc": ("tucc", "Stanford AIMI thyroid ultrasound cine-clip (dataset.hdf5)"),
     "busi": ("busi", "BUSI breast ultrasound (class folders, several _mask files per image)"),
