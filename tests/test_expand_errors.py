@@ -173,3 +173,14 @@ def test_every_fold_leaky_is_refused(nnunet_folders, capsys):
     make_standin_synthetic_dataset(real, nnunet_folders.raw, 902, trained_on=all_cases)
     expect_error(nnunet_folders, capsys, EXPAND, "every fold", "--allow-leakage")
     assert main(EXPAND + ["--allow-leakage"]) == 0
+
+
+def test_synthetic_only_mode(nnunet_folders, real_and_synth, capsys):
+    assert main(EXPAND + ["--synthetic-only"]) == 0
+    pre = nnunet_folders.preprocessed / "Dataset903_Tiny2DExpanded"
+    splits = json.loads((pre / "splits_final.json").read_text())
+    expansion = json.loads((pre / "expansion.json").read_text())
+    assert expansion["synthetic_only"] is True
+    for fold in splits:
+        assert fold["train"] and all("_syn" in c for c in fold["train"])
+        assert fold["val"] and not any("_syn" in c for c in fold["val"])
