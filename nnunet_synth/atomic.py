@@ -60,3 +60,22 @@ def remove_stale_temp_files(folder: str | os.PathLike, targets=None) -> int:
     for p in stale:
         p.unlink()
     return len(stale)
+
+
+def read_json(path: str | os.PathLike, hint: str = ""):
+    """The parsed content of a JSON file, or a one-line SynthError naming the file.
+
+    ``hint`` (what to do about it) is appended to the message.
+    """
+    from nnunet_synth.errors import SynthError
+
+    path = Path(path)
+    suffix = f"; {hint}" if hint else ""
+    if not path.is_file():
+        raise SynthError(f"{path}: missing{suffix}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}){suffix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SynthError(f"{path}: cannot be read ({type(e).__name__}){suffix}") from None

@@ -27,13 +27,12 @@ the manifests of the datasets it combines into one with several entries.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nnunet_synth.atomic import write_json_atomic
+from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 
 MANIFEST_FILE = "synthesis.json"
@@ -157,13 +156,8 @@ class Manifest:
     @classmethod
     def load(cls, dataset_folder: str | os.PathLike) -> "Manifest":
         path = Path(dataset_folder) / MANIFEST_FILE
-        if not path.is_file():
-            raise SynthError(f"{path}: missing; a synthetic dataset needs the manifest its generator writes "
-                             f"(nnunet-synth generate), so that splits can keep its cases out of the wrong folds")
-        try:
-            obj = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise SynthError(f"{path}: not valid JSON ({e})") from None
+        obj = read_json(path, "a synthetic dataset needs the manifest its generator writes (nnunet-synth generate), "
+                              "so that splits can keep its cases out of the wrong folds")
         return cls.from_json(obj, str(path))
 
     # -- checks ----------------------------------------------------------------

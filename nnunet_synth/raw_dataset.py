@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_synth.atomic import atomic_path, remove_stale_temp_files
+from nnunet_synth.atomic import atomic_path, read_json, remove_stale_temp_files
 from nnunet_synth.errors import SynthError
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -72,12 +72,7 @@ def find_raw_dataset(dataset: str | int | os.PathLike) -> Path:
 
 def load_dataset_json(folder: Path) -> dict:
     path = folder / "dataset.json"
-    if not path.is_file():
-        raise SynthError(f"{path}: missing")
-    try:
-        dataset_json = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    dataset_json = read_json(path)
     if not isinstance(dataset_json, dict):
         raise SynthError(f"{path}: expected a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in dataset_json]

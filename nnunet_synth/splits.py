@@ -12,10 +12,10 @@ one, otherwise exactly the split nnU-Net would create
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunet_synth.atomic import read_json
 from nnunet_synth.errors import SynthError
 
 SPLITS_FILE = "splits_final.json"
@@ -23,10 +23,7 @@ SPLITS_FILE = "splits_final.json"
 
 def load_splits(path: str | Path) -> list[dict]:
     path = Path(path)
-    try:
-        splits = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SynthError(f"{path}: not valid JSON ({e.msg})") from None
+    splits = read_json(path)
     if not isinstance(splits, list) or not all(
             isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list) for s in splits):
         raise SynthError(f"{path}: expected a list of {{'train': [...], 'val': [...]}} folds")

@@ -188,7 +188,7 @@ def test_missing_or_incomplete_model_folder(model_2d, tmp_path):
     with pytest.raises(SynthError, match="does not exist.*nnunet-synth fit patch-ddpm"):
         PatchDDPMGenerator.load(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SynthError, match="no config.json"):
+    with pytest.raises(SynthError, match="config.json: missing"):
         PatchDDPMGenerator.load(tmp_path / "empty")
     model_dir, _ = model_2d
     partial = tmp_path / "partial"

@@ -276,7 +276,6 @@ def _load_panel(test: TestSet, case: str, pred_base: Path, pred_other: Path, rea
                 base_dice: float, other_dice: float):
     import numpy as np
 
-    from nnunet_synth.evaluation.metrics import squeeze_dummy_axes
     from nnunet_synth.evaluation.report import ExamplePanel, pick_slice
 
     image, props = reader_writer.read_images(test.cases[case][:1])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_synth.atomic import read_json
 from nnunet_synth.errors import SynthError
 
 TRAINING_CASES_FILE = "training_cases.json"
@@ -67,12 +68,7 @@ def read_training_record(model_dir: Path, generator: str) -> dict:
     how = f"run `nnunet-synth fit {generator} -d DATASET --fold F -o {model_dir}`"
     if not model_dir.is_dir():
         raise SynthError(f"model folder {model_dir} does not exist; {how}")
-    if not path.is_file():
-        raise SynthError(f"{path}: missing, so {model_dir} is not a complete model folder; {how}")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SynthError(f"{path}: not valid JSON ({e.msg}); {how}") from None
+    record = read_json(path, f"{model_dir} is not a complete model folder; {how}")
     if not isinstance(record, dict) or not isinstance(record.get("cases"), list) or "dataset" not in record:
         raise SynthError(f"{path}: expected an object with 'dataset' and 'cases'; {how}")
     if record.get("generator") != generator:

@@ -11,10 +11,9 @@ in config.json says how far the saved weights were trained.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from nnunet_synth.atomic import atomic_path, write_json_atomic
+from nnunet_synth.atomic import atomic_path, read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 
 CONFIG_NAME = "config.json"
@@ -38,12 +37,7 @@ def read_config(model_dir: Path, must_be_trained: bool = True) -> dict:
     path = model_dir / CONFIG_NAME
     if not model_dir.is_dir():
         raise SynthError(f"model folder {model_dir} does not exist; {fit_hint(model_dir)}")
-    if not path.is_file():
-        raise SynthError(f"model folder {model_dir} has no {CONFIG_NAME}; {fit_hint(model_dir)}")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SynthError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}); {fit_hint(model_dir)}") from None
+    config = read_json(path, fit_hint(model_dir))
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise SynthError(f"{path} is not a patch-ddpm config (missing {', '.join(missing)}); {fit_hint(model_dir)}")
