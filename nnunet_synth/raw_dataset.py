@@ -160,8 +160,8 @@ class RawDataset:
     def read_case(self, case_id: str) -> tuple[np.ndarray, np.ndarray, dict]:
         """(images float32 (C, *spatial), seg (1, *spatial), properties) with nnU-Net's reader."""
         rw = self.reader_writer()
-        images, properties = _read(rw.read_images, self.image_files(case_id))
-        seg, _ = _read(rw.read_seg, self.label_file(case_id))
+        images, properties = read_with(rw.read_images, self.image_files(case_id))
+        seg, _ = read_with(rw.read_seg, self.label_file(case_id))
         return images, seg, properties
 
     def source_dtype(self, case_id: str) -> np.dtype:
@@ -197,7 +197,7 @@ class RawDataset:
     def check_case(self, case_id: str) -> None:
         """Content: readable files, matching shape and spacing, declared label values only."""
         images, seg, props = self.read_case(case_id)
-        _, seg_props = _read(self.reader_writer().read_seg, self.label_file(case_id))
+        _, seg_props = read_with(self.reader_writer().read_seg, self.label_file(case_id))
         label = self.label_file(case_id)
         if images.shape[1:] != seg.shape[1:]:
             raise SynthError(f"{label}: shape {seg.shape[1:]} differs from its image's {images.shape[1:]} (case '{case_id}')")
@@ -221,7 +221,8 @@ class RawDataset:
                 self.check_case(case)
 
 
-def _read(fn, files):
+def read_with(fn, files):
+    """Call an nnU-Net reader (``rw.read_images`` or ``rw.read_seg``); a failure becomes a one-line SynthError."""
     try:
         return fn(files if isinstance(files, str) else tuple(files))
     except SynthError:

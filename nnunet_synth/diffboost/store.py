@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_synth.atomic import write_json_atomic
+from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 
 TWIN_FOLDER = "diffboost_twins"
@@ -64,13 +64,8 @@ class TwinManifest:
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "TwinManifest":
         path = Path(folder) / TWIN_MANIFEST
-        if not path.is_file():
-            raise SynthError(f"{path}: missing; preprocess the twins for this configuration first "
-                             f"(nnunet-synth twins -d REAL_ID -s SYNTH_ID -c CONFIGURATION)")
-        try:
-            obj = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise SynthError(f"{path}: not valid JSON ({e.msg}); rerun nnunet-synth twins") from None
+        obj = read_json(path, "preprocess the twins for this configuration (nnunet-synth twins -d REAL_ID "
+                              "-s SYNTH_ID -c CONFIGURATION)")
         if not isinstance(obj, dict) or obj.pop("format_version", None) != FORMAT_VERSION:
             raise SynthError(f"{path}: not a twin manifest of format {FORMAT_VERSION}; rerun nnunet-synth twins")
         try:

@@ -52,13 +52,13 @@ def preprocess_case(job: CaseJob) -> list[str]:
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_synth.raw_dataset import _read  # nnU-Net's readers, with one-line errors naming the file
+    from nnunet_synth.raw_dataset import read_with  # nnU-Net's readers, with one-line errors naming the file
 
     pm = PlansManager(job.plans_file)
     cm = pm.get_configuration(job.configuration)
     rw = pm.image_reader_writer_class()
-    real_data, real_props = _read(rw.read_images, job.real_images)
-    real_seg, _ = _read(rw.read_seg, job.real_label)
+    real_data, real_props = read_with(rw.read_images, job.real_images)
+    real_seg, _ = read_with(rw.read_seg, job.real_label)
 
     stored = load_pickle(job.real_preprocessed + ".pkl")
     real_array = blosc2.open(urlpath=job.real_preprocessed + ".b2nd", mode="r")
@@ -76,8 +76,8 @@ def preprocess_case(job: CaseJob) -> list[str]:
     preprocessor = cm.preprocessor_class(verbose=False)
 
     for twin_id, (images, label) in job.twins.items():
-        data, props = _read(rw.read_images, images)
-        seg, _ = _read(rw.read_seg, label)
+        data, props = read_with(rw.read_images, images)
+        seg, _ = read_with(rw.read_seg, label)
         if seg.shape != real_seg.shape or not np.array_equal(seg, real_seg):
             raise SynthError(f"{label}: the mask of twin '{twin_id}' differs from the label of real case "
                              f"'{job.case}'; a twin must keep its source case's mask")
