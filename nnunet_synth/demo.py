@@ -27,11 +27,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from nnunet_synth.recipes import StepRunner, console_script
 
 TRAIN_ID, TEST_IDS = 700, {"A": 701, "B": 702, "C": 703}
 TWINS_ID, NEW_ID, EXPANDED_ID = 704, 705, 710
@@ -90,8 +90,7 @@ class Demo:
     def __init__(self, workdir: Path, schedule: Schedule, device: str):
         self.workdir, self.schedule, self.device = workdir, schedule, device
         self.raw, self.pre, self.results = workdir / "nnUNet_raw", workdir / "nnUNet_preprocessed", workdir / "nnUNet_results"
-        self.state = workdir / ".demo_steps"
-        self.bin = Path(sys.executable).parent
+        self.runner = StepRunner(workdir / ".demo_steps", rerun_hint=f"`nnunet-synth demo -w {workdir}`")
 
     def env(self) -> dict:
         from nnunet_synth.testing import trainer_folder
@@ -107,25 +106,10 @@ class Demo:
         return env
 
     def tool(self, name: str) -> str:
-        path = self.bin / name
-        return str(path) if path.exists() else name
+        return console_script(name)
 
     def run_step(self, number: int, total: int, name: str, command: list[str]) -> None:
-        marker = self.state / f"{name}.done"
-        if marker.exists():
-            print(f"[{number}/{total}] {name}: done before, skipped")
-            return
-        print(f"\n[{number}/{total}] {name}: {' '.join(command)}", flush=True)
-        start = time.time()
-        proc = subprocess.run(command, env=self.env())
-        if proc.returncode != 0:
-            from nnunet_synth.errors import SynthError
-
-            raise SynthError(f"step '{name}' failed (exit {proc.returncode}); fix the cause and rerun "
-                             f"`nnunet-synth demo -w {self.workdir}` to resume from this step")
-        self.state.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"{time.time() - start:.1f}\n")
-        print(f"[{number}/{total}] {name}: finished in {time.time() - start:.0f} s", flush=True)
+        self.runner.run(number, total, name, command, self.env())
 
     def train_command(self, dataset_id: int, trainer: str) -> list[str]:
         command = [self.tool("nnUNetv2_train"), str(dataset_id), CONFIG, "0", "-tr", trainer, "-device", self.device]
