@@ -35,7 +35,7 @@ Smoke run (short schedules, tiny DDPM):
     nnUNetSynth_epochs=1 nnUNetSynth_iterations_per_epoch=2 nnUNetSynth_val_iterations_per_epoch=1 \\
     python dataset_conversion/recipe_lung_patch_ddpm.py -d 951 -w smoke --short --device cpu \\
         --ddpm-args "--patch-size 16 --channels 8 16 --res-blocks 1 --batch-size 2 --train-steps 3" \\
-        --generate-args "--steps 2 --sampling full" --worst 2 --ranking-folds 1 2 --disable-tta
+        --generate-args "--steps 2 --sampling full" --worst 1 --ranking-folds 1 --disable-tta
 """
 from __future__ import annotations
 
