@@ -152,6 +152,11 @@ class RawDataset:
         return self._files[case_id]["label"]
 
     def reader_writer(self):
+        """nnU-Net's reader-writer for this dataset, chosen once (choosing it reads an example file)."""
+        return self._reader_writer
+
+    @cached_property
+    def _reader_writer(self):
         from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
         example = self.image_files(self.case_ids()[0])[0] if self.case_ids() else None
@@ -196,9 +201,9 @@ class RawDataset:
 
     def check_case(self, case_id: str) -> None:
         """Content: readable files, matching shape and spacing, declared label values only."""
-        images, seg, props = self.read_case(case_id)
-        _, seg_props = read_with(self.reader_writer().read_seg, self.label_file(case_id))
-        label = self.label_file(case_id)
+        rw, label = self.reader_writer(), self.label_file(case_id)
+        images, props = read_with(rw.read_images, self.image_files(case_id))
+        seg, seg_props = read_with(rw.read_seg, label)
         if images.shape[1:] != seg.shape[1:]:
             raise SynthError(f"{label}: shape {seg.shape[1:]} differs from its image's {images.shape[1:]} (case '{case_id}')")
         if not np.allclose(props["spacing"], seg_props["spacing"], rtol=1e-4):
