@@ -93,7 +93,7 @@ class Demo:
         self.runner = StepRunner(workdir / ".demo_steps", rerun_hint=f"`nnunet-synth demo -w {workdir}`")
 
     def env(self) -> dict:
-        from nnunet_synth.testing import trainer_folder
+        from nnunet_synth.doctor_trainer_path import trainer_folder
 
         env = dict(os.environ)
         env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.pre), nnUNet_results=str(self.results),

@@ -61,7 +61,7 @@ def check_folder_variable(name: str, min_free_gb: float) -> list[Check]:
 
 
 def check_ext_trainer() -> Check:
-    from nnunet_synth.testing import trainer_folder
+    from nnunet_synth.doctor_trainer_path import trainer_folder
 
     expected = trainer_folder()
     fix = 'export nnUNet_extTrainer="$(nnunet-synth trainer-path)"'

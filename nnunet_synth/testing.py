@@ -11,12 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def trainer_folder() -> str:
-    """The folder nnUNet_extTrainer must point to (checkout or installed wheel)."""
-    import nnunet_synth_trainers
-
-    return os.path.dirname(os.path.abspath(nnunet_synth_trainers.__file__))
+from nnunet_synth.doctor_trainer_path import trainer_folder
 
 
 @dataclass
