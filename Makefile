@@ -16,7 +16,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	# Unpinned torch + torchvision: the resolver picks a matching pair.
 	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
 	# Stop here, not in the middle of a training run, if the pair does not import.
-	$(PY) -m nnunet_synth.doctor --require-torch
+	$(PY) -m nnunet_synth.commands.doctor --require-torch
 	touch $(STAMP)
 
 setup: $(STAMP)

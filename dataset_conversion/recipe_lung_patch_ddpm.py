@@ -124,7 +124,7 @@ class Recipe:
                                  rerun_hint=f"the same recipe command (work folder {self.workdir})")
 
     def env(self, results: Path | None = None) -> dict:
-        from nnunet_synth.testing import trainer_folder
+        from nnunet_synth.environment import trainer_folder
 
         env = dict(os.environ)
         env.setdefault("nnUNet_extTrainer", trainer_folder())

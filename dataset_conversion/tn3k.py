@@ -91,6 +91,6 @@ def convert(source: Path, ds, options) -> None:
 if __name__ == "__main__":
     import sys
 
-    from nnunet_synth.convert.run import script_main
+    from nnunet_synth.commands.convert import script_main
 
     raise SystemExit(script_main(sys.modules[__name__]))

@@ -77,15 +77,6 @@ def schedule_for(budget_minutes: float, cuda: bool) -> Schedule:
                     val_iterations=max(1, min(5, int(5 * s))))
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("-w", "--workdir", default="nnunet_synth_demo",
-                        help="work folder (default ./nnunet_synth_demo); rerun with the same folder to resume")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="wall-clock budget in minutes that sizes the schedules (default 15 on CPU, 60 with CUDA)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto uses CUDA when present (default)")
-
-
 class Demo:
     def __init__(self, workdir: Path, schedule: Schedule, device: str):
         self.workdir, self.schedule, self.device = workdir, schedule, device
@@ -93,7 +84,7 @@ class Demo:
         self.runner = StepRunner(workdir / ".demo_steps", rerun_hint=f"`nnunet-synth demo -w {workdir}`")
 
     def env(self) -> dict:
-        from nnunet_synth.doctor_trainer_path import trainer_folder
+        from nnunet_synth.environment import trainer_folder
 
         env = dict(os.environ)
         env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.pre), nnUNet_results=str(self.results),
@@ -186,37 +177,3 @@ def results_table(summary: dict) -> str:
 
             lines.append(f"| {model} | {test} | {means['Dice']:.3f} | {p('Dice')} | {means['HD95']:.2f} | {p('HD95')} |")
     return "\n".join(lines)
-
-
-def run(args) -> int:
-    import torch
-
-    from nnunet_synth.errors import SynthError
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SynthError("--device cuda: no CUDA device is available")
-    budget = args.budget if args.budget is not None else (60.0 if device == "cuda" else 15.0)
-    schedule = schedule_for(budget, device == "cuda")
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    settings_file = workdir / "demo_settings.json"
-    settings = {"budget_minutes": budget, "device": device, "schedule": asdict(schedule)}
-    if settings_file.exists():
-        previous = json.loads(settings_file.read_text())
-        if previous != json.loads(json.dumps(settings)):
-            raise SynthError(f"{settings_file}: this work folder was made with other settings "
-                             f"(budget {previous.get('budget_minutes')}, device {previous.get('device')}); "
-                             f"use a new --workdir or the same settings")
-    else:
-        settings_file.write_text(json.dumps(settings, indent=2) + "\n")
-    print(f"nnunet-synth demo in {workdir} on {device}, budget {budget:g} min: {schedule}")
-    start = time.time()
-    Demo(workdir, schedule, device).run()
-    summary = json.loads((workdir / "cross_eval" / "summary.json").read_text())
-    print("\nTrained on device A (fold 0); tested on devices A, B, C. "
-          "p: Wilcoxon signed-rank against the baseline, Holm-corrected.\n")
-    print(results_table(summary))
-    print(f"\nreport: {workdir / 'cross_eval' / 'report.md'} (plots in {workdir / 'cross_eval' / 'plots'})")
-    print(f"this run: {(time.time() - start) / 60:.1f} min")
-    return 0

@@ -33,42 +33,6 @@ from pathlib import Path
 EXPANSION_FILE = "expansion.json"
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("-d", "--dataset", required=True, help="real dataset (id, name or folder)")
-    parser.add_argument("-s", "--synthetic", action="append", required=True, metavar="SYNTH",
-                        help="synthetic dataset with a synthesis.json (repeat for several)")
-    parser.add_argument("-o", "--output-id", type=int, required=True, help="id of the new dataset")
-    parser.add_argument("--name", help="name of the new dataset (default: <RealName>Expanded)")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans",
-                        help="plans identifier of the real dataset to copy (default nnUNetPlans)")
-    parser.add_argument("--synthetic-only", action="store_true",
-                        help="training folds hold synthetic cases only; validation stays real")
-    parser.add_argument("--include-filtered", action="store_true",
-                        help="also use synthetic cases the quality filter rejected (kept=false)")
-    parser.add_argument("--allow-leakage", action="store_true",
-                        help="do not refuse folds whose validation cases a generator was trained on (reported anyway)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing dataset with the output id (raw and preprocessed folders)")
-    parser.add_argument("--preprocess", nargs="+", metavar="CONFIG",
-                        help="run nnU-Net's preprocessing for these configurations afterwards (e.g. 2d 3d_fullres)")
-    parser.add_argument("-np", "--num-processes", type=int, default=2, help="processes for --preprocess (default 2)")
-
-
-def run(args) -> int:
-    result = expand(args.dataset, args.synthetic, args.output_id, name=args.name, plans=args.plans,
-                    synthetic_only=args.synthetic_only, include_filtered=args.include_filtered,
-                    allow_leakage=args.allow_leakage, overwrite=args.overwrite)
-    if args.preprocess:
-        from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
-
-        preprocess_dataset(args.output_id, args.plans, args.preprocess, [args.num_processes])
-        next_step = f"nnUNetv2_train {args.output_id} {args.preprocess[0]} FOLD -tr nnUNetTrainerSynthExpand"
-    else:
-        next_step = f"nnUNetv2_preprocess -d {args.output_id} -plans_name {args.plans} -c CONFIG"
-    print(f"next: {next_step}")
-    return 0 if result else 1
-
-
 def _relative(path: str, start: Path) -> str:
     return os.path.relpath(path, start)
 

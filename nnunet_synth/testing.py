@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_synth.doctor_trainer_path import trainer_folder
+from nnunet_synth.environment import trainer_folder
 
 
 @dataclass

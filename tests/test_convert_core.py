@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_synth import cli
+from nnunet_synth.commands import main as cli
 from nnunet_synth.convert import CaseProblem, ConversionFailed
 from nnunet_synth.convert import fixtures
 from nnunet_synth.convert.images import binarize, read_gray

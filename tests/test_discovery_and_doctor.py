@@ -5,8 +5,8 @@ import zipfile
 
 import pytest
 
-from nnunet_synth.cli import main
-from nnunet_synth.testing import trainer_folder
+from nnunet_synth.commands.main import main
+from nnunet_synth.environment import trainer_folder
 
 OUR_TRAINERS = ["nnUNetTrainerSynthExpand", "nnUNetTrainerSynthExpand_syn50", "nnUNetTrainerShort"]
 

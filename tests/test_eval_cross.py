@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_synth import cli
+from nnunet_synth.commands import main as cli
 from nnunet_synth.errors import SynthError
 from nnunet_synth.evaluation.cross_eval import (ModelSpec, check_model, check_test_labels, map_labels, open_test_set,
                                                 parse_label_map)

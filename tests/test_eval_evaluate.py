@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_synth import cli
+from nnunet_synth.commands import main as cli
 from nnunet_synth.errors import SynthError
 from nnunet_synth.evaluation.evaluate import evaluate_folders
 

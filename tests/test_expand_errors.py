@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_synth.cli import main
+from nnunet_synth.commands.main import main
 from nnunet_synth.manifest import Manifest
 from nnunet_synth.splits import default_folds
 from nnunet_synth.testing import make_raw_dataset_2d, make_raw_dataset_3d, make_standin_synthetic_dataset

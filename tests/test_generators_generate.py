@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_generators_blur import blur_registered  # noqa: F401  (fixture)
 
-from nnunet_synth.generators import fit_cmd, generate_cmd
+from nnunet_synth.commands.main import main as cli_main
 from nnunet_synth.manifest import Manifest, sample_seed
 from nnunet_synth.raw_dataset import RawDataset
 from nnunet_synth.splits import default_folds
@@ -16,11 +16,11 @@ from nnunet_synth.testing import make_raw_dataset_2d, make_raw_dataset_3d
 
 
 def fit(*args) -> int:
-    return fit_cmd.main(["test-blur", *map(str, args)])
+    return cli_main(["fit", "test-blur", *map(str, args)])
 
 
 def generate(*args) -> int:
-    return generate_cmd.main(["test-blur", *map(str, args)])
+    return cli_main(["generate", "test-blur", *map(str, args)])
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -192,7 +192,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tiny2d, tmp_path, capsys):
 
 
 def test_fit_that_fails_leaves_no_model_folder(tiny2d, tmp_path, capsys):
-    assert fit_cmd.main(["test-blur", "-d", "901", "--fold", "0", "-o", str(tmp_path / "m"), "--fail-in-fit"]) == 2
+    assert cli_main(["fit", "test-blur", "-d", "901", "--fold", "0", "-o", str(tmp_path / "m"), "--fail-in-fit"]) == 2
     assert "refused by --fail-in-fit" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
     assert fit("-d", 901, "--fold", 7, "-o", tmp_path / "m") == 2
@@ -200,7 +200,7 @@ def test_fit_that_fails_leaves_no_model_folder(tiny2d, tmp_path, capsys):
 
 
 def test_help_lists_generators_and_their_own_options(blur_registered, capsys):  # noqa: F811
-    from nnunet_synth.cli import main
+    from nnunet_synth.commands.main import main
 
     for argv, expected in ((["generate", "--help"], ["patch-ddpm", "test-blur", "--mode twins"]),
                            (["generate", "test-blur", "--help"], ["--sleep-per-case", "--worst N", "test-blur: Label means"]),

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from nnunet_synth.generators import fit_cmd, generate_cmd
+from nnunet_synth.commands.main import main as cli_main
 from nnunet_synth.manifest import Manifest
 from nnunet_synth.raw_dataset import RawDataset, file_dtype
 from nnunet_synth.testing import make_raw_dataset_2d, make_raw_dataset_3d
@@ -37,17 +37,17 @@ def test_patch_ddpm_2d_and_3d_through_the_framework(nnunet_folders, tmp_path, ca
 
     # patch larger than the images: one-line error, no model folder left
     capsys.readouterr()
-    assert fit_cmd.main(["patch-ddpm", "-d", "901", "--fold", "0", "-o", str(tmp_path / "big"),
+    assert cli_main(["fit", "patch-ddpm", "-d", "901", "--fold", "0", "-o", str(tmp_path / "big"),
                          "--patch-size", "64", *TINY_FIT]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]  # (progress bars aside)
     assert len(errors) == 1 and "patch" in errors[0] and not (tmp_path / "big").exists()
 
     for real_id, synth_id, patch, mode, kind in ((901, 902, "8", "twins", "syn"), (911, 912, "4", "new", "new")):
         model = tmp_path / f"model{real_id}"
-        assert fit_cmd.main(["patch-ddpm", "-d", str(real_id), "--fold", "0", "-o", str(model),
+        assert cli_main(["fit", "patch-ddpm", "-d", str(real_id), "--fold", "0", "-o", str(model),
                              "--patch-size", patch, *TINY_FIT]) == 0
         assert json.loads((model / "training_cases.json").read_text())["fold"] == 0
-        assert generate_cmd.main(["patch-ddpm", "-m", str(model), "-d", str(real_id), "-o", str(synth_id),
+        assert cli_main(["generate", "patch-ddpm", "-m", str(model), "-d", str(real_id), "-o", str(synth_id),
                                   "--mode", mode, "-k", "2", "--cases", "case_001", *TINY_SAMPLE]) == 0
         real = RawDataset.open(real_id)
         out = next(nnunet_folders.raw.glob(f"Dataset{synth_id}_*"))

@@ -13,7 +13,8 @@ import pytest
 from conftest import run_command, venv_command
 from test_generators_blur import BlurTestGenerator, blur_env
 
-from nnunet_synth.generators import fit_cmd, generate_cmd, registry
+from nnunet_synth.commands.main import main as cli_main
+from nnunet_synth.generators import registry
 from nnunet_synth.testing import make_nnunet_folders, make_raw_dataset_2d
 
 SYNTH = "Dataset902_Tiny2DSynthNew"
@@ -36,9 +37,9 @@ def setup(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             for key, value in real_folders.env().items():
                 mp.setenv(key, value)
-            assert fit_cmd.main(["test-blur", "-d", "901", "--fold", "0", "-o", str(model)]) == 0
+            assert cli_main(["fit", "test-blur", "-d", "901", "--fold", "0", "-o", str(model)]) == 0
             mp.setenv("nnUNet_raw", str(reference.raw))
-            assert generate_cmd.main(["test-blur", *arguments(real, model)]) == 0
+            assert cli_main(["generate", "test-blur", *arguments(real, model)]) == 0
     finally:
         registry.unregister("test-blur")
     return real, model, files_of(reference.raw / SYNTH)
@@ -91,6 +92,6 @@ def test_two_accelerate_processes_write_the_same_files(setup, tmp_path):
     proc = run_command([venv_command("accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                         "--main_process_port", str(port),
-                        "-m", "nnunet_synth.generators.generate_cmd", "test-blur", *arguments(real, model)], env=env)
+                        "-m", "nnunet_synth.commands.generate", "test-blur", *arguments(real, model)], env=env)
     assert "[process 1]" in proc.stderr and "[process 0]" in proc.stderr
     assert files_of(out) == reference

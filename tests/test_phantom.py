@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nnunet_synth.cli import main
+from nnunet_synth.commands.main import main
 from nnunet_synth.errors import SynthError
 from nnunet_synth.phantom import DEVICES, make_phantom_datasets, sample_anatomy, simulate
 from nnunet_synth.phantom import datasets as phantom_datasets

@@ -449,39 +449,3 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
     write_json_atomic(output / "summary.json", summary)
     report.write_report_md(output / "report.md", summary, comparisons, images)
     return summary
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=DATASET:TRAINER:PLANS:CONFIG:FOLDS",
-                        help="a trained model; repeat for each model")
-    parser.add_argument("--test", action="append", required=True, metavar="NAME=DATASET_OR_FOLDER",
-                        help="a test set; repeat for each test set")
-    parser.add_argument("--baseline", required=True, help="the model NAME the others are compared with")
-    parser.add_argument("-o", "--output", required=True, help="output folder")
-    parser.add_argument("--label-map", action="append", metavar="FROM:TO",
-                        help="map test label values before evaluation, e.g. 255:1 (repeatable)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="prediction device (default: cuda if available)")
-    parser.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction time (faster)")
-    parser.add_argument("-np", dest="num_processes", type=int, default=1, help="evaluation worker processes")
-    parser.add_argument("--bootstrap", type=int, default=10000, help="paired bootstrap resamples (default 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--examples", type=int, default=3, help="example cases per direction in the grid (default 3)")
-
-
-def run(args) -> int:
-    models = {n: ModelSpec.parse(v, n) for n, v in _named(args.model, "--model").items()}
-    tests = _named(args.test, "--test")
-    if args.bootstrap < 100:
-        raise SynthError(f"--bootstrap {args.bootstrap}: use at least 100 resamples")
-    summary = run_cross_eval(models, tests, args.output, args.baseline, parse_label_map(args.label_map),
-                             device=args.device, use_mirroring=not args.disable_tta,
-                             num_processes=args.num_processes, n_resamples=args.bootstrap, seed=args.seed,
-                             n_examples=args.examples)
-    for row in summary["comparisons"]:
-        if row["metric"] == "Dice":
-            p = row["wilcoxon_p_holm"]
-            print(f"{row['test_set']}/{row['label']}: {row['model']} - {row['baseline']} Dice "
-                  f"{row['mean_diff']:+.4f} (Wilcoxon p, Holm: {'n/a' if math.isnan(p) else f'{p:.3g}'})")
-    print(f"wrote {Path(args.output) / 'report.md'}")
-    return 0

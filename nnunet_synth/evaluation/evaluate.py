@@ -202,23 +202,3 @@ def evaluate_folders(ref_folder: str | os.PathLike, pred_folder: str | os.PathLi
     if output_file is not None:
         write_json_atomic(output_file, summary_to_json(summary), sort_keys=True)
     return summary
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("ref_folder", help="folder with reference segmentations (e.g. labelsTr)")
-    parser.add_argument("pred_folder", help="folder with predicted segmentations, named like the references")
-    parser.add_argument("-o", dest="output", default=None, help="output JSON (default: PRED_FOLDER/summary.json)")
-    parser.add_argument("-djfile", default=None, help="dataset.json (default: REF_FOLDER/../dataset.json, "
-                                                     "else PRED_FOLDER/dataset.json)")
-    parser.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default 1)")
-
-
-def run(args) -> int:
-    output = args.output or os.path.join(args.pred_folder, "summary.json")
-    if args.num_processes < 1:
-        raise SynthError(f"-np must be at least 1, got {args.num_processes}")
-    summary = evaluate_folders(args.ref_folder, args.pred_folder, output, args.djfile, args.num_processes)
-    for metric in ("Dice", "HD95", "ASSD"):
-        print(f"{metric:>5}: foreground mean {summary['foreground_mean'][metric]:.4f}")
-    print(f"{summary['n_cases']} case(s); wrote {output}")
-    return 0

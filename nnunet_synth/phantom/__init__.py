@@ -5,7 +5,7 @@ writes nnU-Net raw datasets (training device A, test devices A, B, C);
 ``nnunet-synth phantom`` does the same from the command line. See docs/phantom.md.
 
 The names below are imported on first use: ``nnunet-synth --help`` imports the
-command module ``nnunet_synth.phantom.cli``, and with it this package, and must
+command module ``nnunet_synth.commands.phantom``, and with it this package, and must
 not pay for numpy and scipy.
 """
 import importlib

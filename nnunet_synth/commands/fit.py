@@ -125,13 +125,8 @@ def _load(path):
         raise SynthError(f"{path}: not valid JSON; delete it or choose another -o folder") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``nnunet-synth fit ARGV``; also what ``python -m nnunet_synth.generators.fit_cmd`` runs."""
-    from nnunet_synth.cli import main as cli_main
-
-    return cli_main(["fit", *(sys.argv[1:] if argv is None else argv)])
-
-
 if __name__ == "__main__":
-    # `python -m nnunet_synth.generators.fit_cmd ...`, e.g. under `accelerate launch` for multi-GPU training.
-    sys.exit(main())
+    # `accelerate launch -m nnunet_synth.commands.fit ...` runs this in every process.
+    from nnunet_synth.commands.runner import standalone
+
+    sys.exit(standalone("fit", __doc__, add_arguments, run))

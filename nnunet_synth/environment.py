@@ -1,11 +1,4 @@
-"""Check the environment that nnU-Net and nnunet_synth need.
-
-Checks the nnU-Net folder variables (nnUNet_raw, nnUNet_preprocessed,
-nnUNet_results), that nnUNet_extTrainer points at this package's trainers,
-that torch and torchvision import together, whether CUDA is present, and the
-free disk space in the nnU-Net folders. Each problem is printed with the exact
-line that fixes it. Exits 1 when something must be fixed.
-"""
+"""The environment nnU-Net and nnunet_synth need: the checks of ``nnunet-synth doctor`` and the trainer folder."""
 from __future__ import annotations
 
 import os
@@ -18,6 +11,13 @@ NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
 MIN_FREE_GB = 10.0
 
 
+def trainer_folder() -> str:
+    """The folder nnUNet_extTrainer must point to (checkout or installed wheel)."""
+    import nnunet_synth_trainers
+
+    return os.path.dirname(os.path.abspath(nnunet_synth_trainers.__file__))
+
+
 @dataclass
 class Check:
     name: str
@@ -25,13 +25,6 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--require-torch", action="store_true",
-                        help="only check that torch and torchvision import together (used by 'make setup')")
-    parser.add_argument("--min-free-gb", type=float, default=MIN_FREE_GB,
-                        help=f"warn below this much free disk in an nnU-Net folder (default {MIN_FREE_GB})")
 
 
 def check_torch_pair() -> Check:
@@ -61,8 +54,6 @@ def check_folder_variable(name: str, min_free_gb: float) -> list[Check]:
 
 
 def check_ext_trainer() -> Check:
-    from nnunet_synth.doctor_trainer_path import trainer_folder
-
     expected = trainer_folder()
     fix = 'export nnUNet_extTrainer="$(nnunet-synth trainer-path)"'
     value = os.environ.get("nnUNet_extTrainer")
@@ -105,17 +96,3 @@ def report(checks: list[Check]) -> int:
     failed = [c for c in checks if not c.ok and c.required]
     print(f"{len(failed)} problem(s) to fix." if failed else "Everything nnunet_synth needs is in place.")
     return 1 if failed else 0
-
-
-def run(args) -> int:
-    if args.require_torch:
-        return report([check_torch_pair()])
-    return report(run_checks(args.min_free_gb))
-
-
-if __name__ == "__main__":
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__)
-    add_arguments(p)
-    sys.exit(run(p.parse_args()))

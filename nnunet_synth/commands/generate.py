@@ -23,7 +23,7 @@ output is refused unless --overwrite is given.
 Sharding: run the same command under accelerate to share the cases between
 processes, e.g. on 2 GPUs (on CPU-only machines the same line runs 2 CPU
 processes):
-  accelerate launch --multi_gpu --num_processes 2 -m nnunet_synth.generators.generate_cmd \\
+  accelerate launch --multi_gpu --num_processes 2 -m nnunet_synth.commands.generate \\
       patch-ddpm -m models/thyroid_f0 -d 901 -o 902 --mode twins -k 4
 
 Examples:
@@ -233,13 +233,8 @@ def _package_version() -> str:
     return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``nnunet-synth generate ARGV``; also what ``python -m nnunet_synth.generators.generate_cmd`` runs."""
-    from nnunet_synth.cli import main as cli_main
-
-    return cli_main(["generate", *(sys.argv[1:] if argv is None else argv)])
-
-
 if __name__ == "__main__":
-    # `accelerate launch -m nnunet_synth.generators.generate_cmd ...` runs this in every process.
-    sys.exit(main())
+    # `accelerate launch -m nnunet_synth.commands.generate ...` runs this in every process.
+    from nnunet_synth.commands.runner import standalone
+
+    sys.exit(standalone("generate", __doc__, add_arguments, run))

@@ -6,14 +6,7 @@ Use it in your shell setup:
 """
 from __future__ import annotations
 
-import os
-
-
-def trainer_folder() -> str:
-    """The folder nnUNet_extTrainer must point to (checkout or installed wheel)."""
-    import nnunet_synth_trainers
-
-    return os.path.dirname(os.path.abspath(nnunet_synth_trainers.__file__))
+from nnunet_synth.environment import trainer_folder
 
 
 def add_arguments(parser) -> None:

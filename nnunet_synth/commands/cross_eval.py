@@ -1,0 +1,76 @@
+"""Predict test sets with several trained models and compare them case by case.
+
+For every model and test set, nnU-Net's predictor writes the predictions
+(predictions that already exist are reused), every prediction is scored with
+the metrics of ``nnunet-synth evaluate``, and the models are compared with the
+baseline on the same cases (Wilcoxon signed-rank, paired t-test, bootstrap
+intervals, Holm correction across test sets and labels).
+
+Models: --model NAME=DATASET:TRAINER:PLANS:CONFIGURATION:FOLDS, where FOLDS is
+"0", "0,1,2,3,4" or "all" (several folds are ensembled, as nnUNetv2_predict
+does). The model folder is $nnUNet_results/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION.
+
+Test sets: --test NAME=DATASET_OR_FOLDER. A raw dataset (an id, a name in
+$nnUNet_raw, or a folder with dataset.json) is read from imagesTs/labelsTs when
+both exist, else from imagesTr/labelsTr. A plain folder holds images/ (nnU-Net
+channel naming, CASE_0000.ext) and labels/ (CASE.ext). Test images must use the
+models' file ending.
+
+--label-map 255:1 (repeatable, or "255:1,128:2") maps label values of the test
+sets before evaluation; the mapped labels are written under OUTPUT/labels and
+the mapping is recorded in summary.json and report.md.
+
+Example (the thyroid study: trained on one dataset, tested on two others):
+
+    nnunet-synth cross-eval \\
+        --model baseline=951:nnUNetTrainer:nnUNetPlans:2d:0,1,2,3,4 \\
+        --model diffboost=951:nnUNetTrainerDiffBoost:nnUNetPlans:2d:0,1,2,3,4 \\
+        --test TDID=952 --test TUCC=/data/tucc --label-map 255:1 \\
+        --baseline baseline -o cross_eval_out
+
+Writes to OUTPUT: per_case.csv, summary.json, comparisons.csv, report.md,
+plots/*.png, predictions/MODEL/TEST/ (with each pair's summary.json).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from nnunet_synth.errors import SynthError
+from nnunet_synth.evaluation.cross_eval import ModelSpec, _named, parse_label_map, run_cross_eval
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=DATASET:TRAINER:PLANS:CONFIG:FOLDS",
+                        help="a trained model; repeat for each model")
+    parser.add_argument("--test", action="append", required=True, metavar="NAME=DATASET_OR_FOLDER",
+                        help="a test set; repeat for each test set")
+    parser.add_argument("--baseline", required=True, help="the model NAME the others are compared with")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--label-map", action="append", metavar="FROM:TO",
+                        help="map test label values before evaluation, e.g. 255:1 (repeatable)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="prediction device (default: cuda if available)")
+    parser.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction time (faster)")
+    parser.add_argument("-np", dest="num_processes", type=int, default=1, help="evaluation worker processes")
+    parser.add_argument("--bootstrap", type=int, default=10000, help="paired bootstrap resamples (default 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--examples", type=int, default=3, help="example cases per direction in the grid (default 3)")
+
+
+def run(args) -> int:
+    models = {n: ModelSpec.parse(v, n) for n, v in _named(args.model, "--model").items()}
+    tests = _named(args.test, "--test")
+    if args.bootstrap < 100:
+        raise SynthError(f"--bootstrap {args.bootstrap}: use at least 100 resamples")
+    summary = run_cross_eval(models, tests, args.output, args.baseline, parse_label_map(args.label_map),
+                             device=args.device, use_mirroring=not args.disable_tta,
+                             num_processes=args.num_processes, n_resamples=args.bootstrap, seed=args.seed,
+                             n_examples=args.examples)
+    for row in summary["comparisons"]:
+        if row["metric"] == "Dice":
+            p = row["wilcoxon_p_holm"]
+            print(f"{row['test_set']}/{row['label']}: {row['model']} - {row['baseline']} Dice "
+                  f"{row['mean_diff']:+.4f} (Wilcoxon p, Holm: {'n/a' if math.isnan(p) else f'{p:.3g}'})")
+    print(f"wrote {Path(args.output) / 'report.md'}")
+    return 0

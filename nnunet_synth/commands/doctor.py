@@ -1,0 +1,36 @@
+"""Check the environment that nnU-Net and nnunet_synth need.
+
+Checks the nnU-Net folder variables (nnUNet_raw, nnUNet_preprocessed,
+nnUNet_results), that nnUNet_extTrainer points at this package's trainers,
+that torch and torchvision import together, whether CUDA is present, and the
+free disk space in the nnU-Net folders. Each problem is printed with the exact
+line that fixes it. Exits 1 when something must be fixed.
+"""
+from __future__ import annotations
+
+import sys
+
+from nnunet_synth.environment import MIN_FREE_GB, check_torch_pair, report, run_checks
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--require-torch", action="store_true",
+                        help="only check that torch and torchvision import together (used by 'make setup')")
+    parser.add_argument("--min-free-gb", type=float, default=MIN_FREE_GB,
+                        help=f"warn below this much free disk in an nnU-Net folder (default {MIN_FREE_GB})")
+
+
+
+def run(args) -> int:
+    if args.require_torch:
+        return report([check_torch_pair()])
+    return report(run_checks(args.min_free_gb))
+
+
+
+
+if __name__ == "__main__":
+    # `python -m nnunet_synth.commands.doctor --require-torch` ends `make setup`.
+    from nnunet_synth.commands.runner import standalone
+
+    sys.exit(standalone("doctor", __doc__, add_arguments, run))
