@@ -33,3 +33,25 @@ def run_command(args: list[str], env: dict, timeout: float = 600, check: bool = 
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-6000:]}\nSTDERR:\n{proc.stderr[-6000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def planned_tiny_2d(tmp_path_factory):
+    """nnU-Net folders with Dataset901_Tiny2D (10 PNG cases, 64x64) planned and preprocessed for 2d, once per session.
+
+    Tests must not change these folders: copy them with ``use_planned(planned_tiny_2d, nnunet_folders)``.
+    """
+    from nnunet_synth.testing import make_raw_dataset_2d
+
+    folders = make_nnunet_folders(tmp_path_factory.mktemp("planned_tiny_2d"))
+    make_raw_dataset_2d(folders.raw, 901, n_cases=10)
+    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "-np", "1", "-npfp", "1",
+                 "--verify_dataset_integrity"], folders.env())
+    return folders
+
+
+def use_planned(planned, folders):
+    """Copy a planned session dataset into a test's own (empty) nnU-Net folders; returns the raw dataset folder."""
+    for src, dst in ((planned.raw, folders.raw), (planned.preprocessed, folders.preprocessed)):
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    return next(folders.raw.glob("Dataset*"))
