@@ -36,6 +36,10 @@ from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 
 MANIFEST_FILE = "synthesis.json"
+# DiffBoost twins: a subfolder of the real preprocessed configuration folder, with its own manifest
+# and a copy of the synthetic dataset's MANIFEST_FILE (so training does not need nnUNet_raw).
+TWINS_FOLDER = "diffboost_twins"
+TWINS_FILE = "twins.json"
 FORMAT_VERSION = 1
 KINDS = ("twin", "new")
 _KIND_TAG = {"twin": "syn", "new": "new"}
