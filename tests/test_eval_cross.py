@@ -6,9 +6,10 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_synth.commands import main as cli
+from nnunet_synth.commands.cross_eval import parse_label_map, parse_named
 from nnunet_synth.errors import SynthError
-from nnunet_synth.evaluation.cross_eval import (ModelSpec, check_model, check_test_labels, map_labels, open_test_set,
-                                                parse_label_map)
+from nnunet_synth.evaluation.prediction import ModelSpec, check_model
+from nnunet_synth.evaluation.testsets import check_test_labels, map_labels, open_test_set
 
 
 def test_model_syntax():
@@ -19,6 +20,14 @@ def test_model_syntax():
         ModelSpec.parse("951:nnUNetTrainer:2d:0", "m")
     with pytest.raises(SynthError, match="fold 'x'"):
         ModelSpec.parse("951:nnUNetTrainer:nnUNetPlans:2d:x", "m")
+
+
+def test_named_options():
+    assert parse_named(["A=952", "B=/data/x=y"], "--test") == {"A": "952", "B": "/data/x=y"}
+    with pytest.raises(SynthError, match="--test 952: expected NAME=VALUE"):
+        parse_named(["952"], "--test")
+    with pytest.raises(SynthError, match="the name 'A' is used twice"):
+        parse_named(["A=1", "A=2"], "--test")
 
 
 def test_label_map_syntax():
@@ -92,7 +101,7 @@ def test_missing_model_names_the_checkpoint(nnunet_folders, capsys):
 def test_compare_with_baseline_holm_family_and_case_mismatch():
     from scipy import stats
 
-    from nnunet_synth.evaluation.cross_eval import compare_with_baseline
+    from nnunet_synth.evaluation.comparison import compare_with_baseline
     from nnunet_synth.evaluation.stats import holm
 
     rng = np.random.default_rng(5)

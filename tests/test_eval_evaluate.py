@@ -93,8 +93,8 @@ def test_cli_writes_summary_next_to_predictions(three_cases, capsys):
     ("shape", "case 'a': prediction .* has shape"),
     ("spacing", "case 'a': prediction .* has spacing"),
     ("origin", "case 'a': prediction .* has origin"),
-    ("float", "case 'a': .* holds non-integer values"),
-    ("unknown_label", r"case 'a': .* label value\(s\) \[3\]"),
+    ("float", "case 'a': .* label values must be integers"),
+    ("unknown_label", r"case 'a': .* label value\(s\) \[3\] are not among the values allowed by dataset.json"),
 ])
 def test_bad_inputs_name_the_case(tmp_path, problem, message, capsys):
     ref, pred = make_folders(tmp_path)

@@ -37,7 +37,35 @@ import math
 from pathlib import Path
 
 from nnunet_synth.errors import SynthError
-from nnunet_synth.evaluation.cross_eval import ModelSpec, _named, parse_label_map, run_cross_eval
+from nnunet_synth.evaluation.cross_eval import run_cross_eval
+from nnunet_synth.evaluation.prediction import ModelSpec
+
+
+def parse_named(items: list[str], option: str) -> dict[str, str]:
+    """NAME=VALUE options (--model, --test) as a dict; a name used twice is an error, not an override."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise SynthError(f"{option} {item}: expected NAME=VALUE")
+        if name in out:
+            raise SynthError(f"{option}: the name '{name}' is used twice")
+        out[name] = value
+    return out
+
+
+def parse_label_map(items: list[str] | None) -> dict[int, int]:
+    """--label-map FROM:TO options (repeated or comma-separated) as {FROM: TO}."""
+    mapping: dict[int, int] = {}
+    for item in items or []:
+        for pair in item.split(","):
+            src, sep, dst = pair.partition(":")
+            if not sep or not src.strip().lstrip("-").isdigit() or not dst.strip().lstrip("-").isdigit():
+                raise SynthError(f"--label-map {item}: expected FROM:TO pairs of integers, e.g. 255:1")
+            if int(src) in mapping and mapping[int(src)] != int(dst):
+                raise SynthError(f"--label-map: value {src} is mapped twice ({mapping[int(src)]} and {dst})")
+            mapping[int(src)] = int(dst)
+    return mapping
 
 
 def add_arguments(parser) -> None:
@@ -59,8 +87,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    models = {n: ModelSpec.parse(v, n) for n, v in _named(args.model, "--model").items()}
-    tests = _named(args.test, "--test")
+    models = {n: ModelSpec.parse(v, n) for n, v in parse_named(args.model, "--model").items()}
+    tests = parse_named(args.test, "--test")
     if args.bootstrap < 100:
         raise SynthError(f"--bootstrap {args.bootstrap}: use at least 100 resamples")
     summary = run_cross_eval(models, tests, args.output, args.baseline, parse_label_map(args.label_map),

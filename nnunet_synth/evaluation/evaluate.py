@@ -16,15 +16,23 @@ Example:
 
 Without -djfile, the dataset.json next to REF_FOLDER (REF_FOLDER/../dataset.json)
 or in PRED_FOLDER (nnUNetv2_predict writes one there) is used.
+
+Means over cases are taken in ``nnunet_synth.evaluation.aggregate``. nnU-Net,
+and the metrics that use it, are imported inside the functions, so
+``nnunet-synth evaluate --help`` does not load torch.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
+from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
+from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
+from nnunet_synth.labels import check_label_values
 
 GEOMETRY_TOLERANCE = 1e-4  # relative, on spacing; absolute (mm) on origin and direction
 
@@ -39,13 +47,6 @@ def find_dataset_json(ref_folder: Path, pred_folder: Path, dataset_json: str | o
         if candidate.is_file():
             return candidate
     raise SynthError(f"no dataset.json in {ref_folder.parent} or {pred_folder}; pass it with -djfile")
-
-
-def load_json_file(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def label_setup(dataset_json: dict) -> tuple[list, int | None, set[int]]:
@@ -68,20 +69,7 @@ def list_cases(folder: Path, file_ending: str) -> dict[str, Path]:
             if p.name.endswith(file_ending) and not p.name.startswith(".")}
 
 
-def _check_label_file(case: str, path: Path, seg, allowed: set[int]) -> None:
-    import numpy as np
-
-    if not np.all(np.isfinite(seg)) or not np.array_equal(seg, np.round(seg)):
-        raise SynthError(f"case '{case}': {path} holds non-integer values; a label file must hold integer labels")
-    unknown = sorted(set(np.unique(seg).astype(int).tolist()) - allowed)
-    if unknown:
-        raise SynthError(f"case '{case}': {path} holds label value(s) {unknown} that dataset.json does not define "
-                         f"(defined: {sorted(allowed)})")
-
-
 def _check_geometry(case: str, ref: tuple, pred: tuple, ref_path: Path, pred_path: Path) -> None:
-    import numpy as np
-
     (ref_seg, ref_props), (pred_seg, pred_props) = ref, pred
     if ref_seg.shape != pred_seg.shape:
         raise SynthError(f"case '{case}': prediction {pred_path} has shape {pred_seg.shape[1:]}, "
@@ -104,8 +92,8 @@ def evaluate_case(case: str, ref_path: Path, pred_path: Path, reader_writer, lab
 
     ref = reader_writer.read_seg(str(ref_path))
     pred = reader_writer.read_seg(str(pred_path))
-    _check_label_file(case, ref_path, ref[0], allowed)
-    _check_label_file(case, pred_path, pred[0], allowed)
+    for path, (seg, _) in ((ref_path, ref), (pred_path, pred)):
+        check_label_values(seg, allowed, where=f"case '{case}': {path}", allowed_from="dataset.json")
     _check_geometry(case, ref, pred, ref_path, pred_path)
     metrics = case_metrics(pred[0][0], ref[0][0], ref[1]["spacing"], labels_or_regions, ignore_label)
     return {"case": case, "reference_file": str(ref_path), "prediction_file": str(pred_path), "metrics": metrics}
@@ -113,30 +101,6 @@ def evaluate_case(case: str, ref_path: Path, pred_path: Path, reader_writer, lab
 
 def _evaluate_case_star(job: tuple) -> dict:
     return evaluate_case(*job)
-
-
-def aggregate(per_case: list[dict], labels_or_regions: list) -> dict:
-    """nanmean per label and metric, the foreground mean over labels, and the number of valid values."""
-    import numpy as np
-
-    from nnunet_synth.evaluation.metrics import COUNT_KEYS, FLAG_KEYS, MEAN_METRICS
-
-    mean, n_valid, flags = {}, {}, {}
-    for r in labels_or_regions:
-        mean[r], n_valid[r] = {}, {}
-        for m in MEAN_METRICS + COUNT_KEYS:
-            values = np.array([c["metrics"][r][m] for c in per_case], dtype=np.float64)
-            n_valid[r][m] = int(np.isfinite(values).sum())
-            mean[r][m] = float(np.mean(values[np.isfinite(values)])) if n_valid[r][m] else float("nan")
-        flags[r] = {f: int(sum(bool(c["metrics"][r][f]) for c in per_case)) for f in FLAG_KEYS}
-        flags[r]["both_empty"] = int(sum(c["metrics"][r]["empty_pred"] and c["metrics"][r]["empty_ref"]
-                                         for c in per_case))
-    foreground_mean = {}
-    for m in MEAN_METRICS + COUNT_KEYS:
-        label_means = [mean[r][m] for r in labels_or_regions if not math.isnan(mean[r][m])]
-        foreground_mean[m] = float(np.mean(label_means)) if label_means else float("nan")
-    return {"mean": mean, "foreground_mean": foreground_mean, "n_valid": n_valid, "empty_counts": flags,
-            "n_cases": len(per_case)}
 
 
 def summary_to_json(summary: dict) -> dict:
@@ -161,16 +125,15 @@ def evaluate_folders(ref_folder: str | os.PathLike, pred_folder: str | os.PathLi
     Returns the summary (label keys as ints/tuples); writes it atomically to
     ``output_file`` as JSON when given. A missing prediction is an error.
     """
-    from multiprocessing import get_context
-
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-    from tqdm import tqdm
 
-    from nnunet_synth.atomic import write_json_atomic
+    from nnunet_synth.evaluation.aggregate import aggregate
 
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
     dj_path = find_dataset_json(ref_folder, pred_folder, dataset_json)
-    dj = load_json_file(dj_path)
+    dj = read_json(dj_path)
+    if not isinstance(dj, dict):
+        raise SynthError(f"{dj_path}: expected a JSON object")
     for key in ("labels", "file_ending"):
         if key not in dj:
             raise SynthError(f"{dj_path}: missing key '{key}'")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_synth.atomic import atomic_path, write_text_atomic
+from nnunet_synth.evaluation.testsets import TestSet
 
 
 @dataclass
@@ -127,6 +128,58 @@ def select_examples(baseline: dict[str, float], other: dict[str, float], n: int)
     gains = [c for c in ranked if deltas[c] > 0][:n]
     losses = [c for c in reversed(ranked) if deltas[c] < 0 and c not in gains][:n]
     return gains + losses
+
+
+def load_panel(test: TestSet, case: str, pred_base: Path, pred_other: Path, reader_writer, label_key,
+               base_dice: float, other_dice: float) -> ExamplePanel:
+    """One case's image, reference and both predictions as 2D masks of ``label_key`` (a label or a region)."""
+    image, _ = reader_writer.read_images(test.cases[case][:1])
+    ref = reader_writer.read_seg(str(test.label_file(case)))[0][0]
+    base = reader_writer.read_seg(str(pred_base / f"{case}{test.file_ending}"))[0][0]
+    other = reader_writer.read_seg(str(pred_other / f"{case}{test.file_ending}"))[0][0]
+    keys = label_key if isinstance(label_key, tuple) else (label_key,)
+    arrays = [image[0]] + [np.isin(a, keys) for a in (ref, base, other)]
+    if arrays[0].ndim == 3 and arrays[0].shape[0] == 1:  # 2D case with nnU-Net's dummy axis
+        arrays = [a[0] for a in arrays]
+    elif arrays[0].ndim == 3:
+        z = pick_slice(arrays[1], arrays[2], arrays[3])
+        arrays = [a[z] for a in arrays]
+    return ExamplePanel(case, *arrays, baseline_dice=base_dice, other_dice=other_dice)
+
+
+def write_plots(values: dict, baseline: str, label_names: dict, tests: dict[str, TestSet], output: Path,
+                reader_writer, n_examples: int) -> list[tuple[str, Path]]:
+    """Every plot of a cross-eval under ``output/plots``; returns (caption, png path) pairs for the report.
+
+    ``values[test][model][label][case]`` holds a case's metric dict; predictions
+    are read from ``output/predictions/MODEL/TEST``.
+    """
+    images = []
+    plots = output / "plots"
+    for t, test in tests.items():
+        models = list(values[t])
+        for key in values[t][baseline]:
+            label = label_names[key]
+            per_model = {m: values[t][m][key] for m in models}
+            images.append((f"{t} / {label}: Dice and HD95 by model",
+                           boxplot_by_model(per_model, f"{t} / {label}",
+                                            plots / f"box_{safe_name(t)}_{safe_name(label)}.png")))
+            base_dice = {c: v["Dice"] for c, v in per_model[baseline].items()}
+            for other in (m for m in models if m != baseline):
+                other_dice = {c: v["Dice"] for c, v in per_model[other].items()}
+                stem = f"{safe_name(t)}_{safe_name(label)}_{other}"
+                images.append((f"{t} / {label}: per-case Dice, {baseline} vs {other}",
+                               paired_lines(base_dice, other_dice, baseline, other, f"{t} / {label}",
+                                            plots / f"paired_{stem}.png")))
+                chosen = select_examples(base_dice, other_dice, n_examples)
+                if chosen:
+                    panels = [load_panel(test, c, output / "predictions" / baseline / t,
+                                         output / "predictions" / other / t, reader_writer, key,
+                                         base_dice[c], other_dice[c]) for c in chosen]
+                    images.append((f"{t} / {label}: largest gains and losses of {other}",
+                                   example_grid(panels, baseline, other, f"{t} / {label}",
+                                                plots / f"examples_{stem}.png")))
+    return images
 
 
 def _fmt(value: float, digits: int = 3) -> str:

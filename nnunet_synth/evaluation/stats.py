@@ -24,7 +24,6 @@ family.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
@@ -140,7 +139,3 @@ def add_holm(results: list[PairedResult]) -> None:
     for key in ("wilcoxon_p", "ttest_p"):
         for r, adj in zip(results, holm([getattr(r, key) for r in results])):
             r.context[f"{key}_holm"] = adj
-
-
-def is_significant(p: float, alpha: float = 0.05) -> bool:
-    return not math.isnan(p) and p < alpha
