@@ -82,8 +82,7 @@ def find_cases(source: Path, problems, classes: bool) -> list[Case]:
     return cases
 
 
-def convert(source: Path, ds, options) -> None:
-    classes = getattr(options, "classes", False)
+def convert(source: Path, ds, classes: bool = False) -> None:
     ds.convert(convert_case, find_cases(source, ds.problems, classes), desc="BUSI")
     labels = {"background": 0, "benign": 1, "malignant": 2} if classes else {"background": 0, "lesion": 1}
     mapping = ({"benign/*_mask*": "benign (1)", "malignant/*_mask*": "malignant (2)"} if classes

@@ -175,7 +175,7 @@ def find_cases(source: Path, problems) -> tuple[str, list[Case]]:
                      f"with {{n}}_{{k}}.jpg images; see 'nnunet-synth convert ddti --help')")
 
 
-def convert(source: Path, ds, options) -> None:
+def convert(source: Path, ds) -> None:
     layout, cases = find_cases(source, ds.problems)
     converted = ds.convert(convert_case, cases, desc=f"DDTI ({layout})")
     patients = {c.case_id: c.patient for c in converted}

@@ -27,7 +27,7 @@ SUBSETS = [
 ]
 
 
-def convert(source: Path, ds, options) -> None:
+def convert(source: Path, ds) -> None:
     convert_isic(source, ds, SUBSETS, 2017)
 
 

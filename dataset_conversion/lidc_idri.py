@@ -49,6 +49,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from nnunet_synth.convert import Case, CaseProblem
 from nnunet_synth.convert.images import write_nifti_case
 from nnunet_synth.convert.splits import grouped_kfold
+from nnunet_synth.errors import SynthError
 
 NAME = "LIDC"
 CONSENSUS = 0.5
@@ -242,10 +243,8 @@ def find_cases(source: Path, problems, xml_dir: Path | None) -> list[Case]:
     return cases
 
 
-def convert(source: Path, ds, options) -> None:
-    from nnunet_synth.errors import SynthError
-
-    xml_dir = Path(options.xml_dir) if getattr(options, "xml_dir", None) else None
+def convert(source: Path, ds, xml_dir: str | Path | None = None) -> None:
+    xml_dir = Path(xml_dir) if xml_dir else None
     if xml_dir is not None and not xml_dir.is_dir():
         raise SynthError(f"{xml_dir}: --xml-dir folder not found")
     cases = find_cases(source, ds.problems, xml_dir)

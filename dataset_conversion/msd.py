@@ -20,11 +20,11 @@ The dataset name defaults to the task name (``Task09_Spleen`` -> ``Spleen``).
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
+from nnunet_synth.atomic import read_json
 from nnunet_synth.errors import SynthError
 
 SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs")
@@ -44,12 +44,7 @@ def check_sources(source: Path, problems) -> None:
     for sub in SUBFOLDERS:
         if not (source / sub).is_dir():
             raise SynthError(f"{source}: no {sub}/ folder (see 'nnunet-synth convert msd --help')")
-    try:
-        json.loads((source / "dataset.json").read_text())
-    except FileNotFoundError:
-        raise SynthError(f"{source / 'dataset.json'}: not found") from None
-    except ValueError as e:
-        raise SynthError(f"{source / 'dataset.json'}: not valid JSON ({e})") from None
+    read_json(source / "dataset.json", "pass the extracted MSD task folder (TaskNN_Name)")
     for sub in SUBFOLDERS:
         for path in sorted((source / sub).glob("*.nii.gz")):
             if path.name.startswith((".", "_")):
@@ -67,7 +62,7 @@ def check_sources(source: Path, problems) -> None:
                 problems.add(source / "imagesTr" / name, "training image without a label in labelsTr/")
 
 
-def convert(source: Path, ds, options) -> None:
+def convert(source: Path, ds) -> None:
     import nnunetv2.dataset_conversion.convert_MSD_dataset as msd
 
     check_sources(source, ds.problems)
@@ -94,7 +89,7 @@ def convert(source: Path, ds, options) -> None:
     finally:
         msd.nnUNet_raw = saved
         shutil.rmtree(scratch, ignore_errors=True)
-    dataset_json = json.loads((ds.folder / "dataset.json").read_text())
+    dataset_json = read_json(ds.folder / "dataset.json")
     n_ts = len(list((ds.folder / "imagesTs").glob("*_0000.nii.gz"))) if (ds.folder / "imagesTs").is_dir() else 0
     ds.record_counts(dataset_json["numTraining"], n_ts)
 

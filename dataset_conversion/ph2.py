@@ -49,7 +49,7 @@ def find_cases(source: Path, problems) -> list[Case]:
     return cases
 
 
-def convert(source: Path, ds, options) -> None:
+def convert(source: Path, ds) -> None:
     ds.convert(convert_case, find_cases(source, ds.problems), desc="PH2")
     generate_dataset_json(str(ds.folder), {0: "R", 1: "G", 2: "B"}, {"background": 0, "lesion": 1},
                           ds.num_training, ".png", dataset_name=ds.name,

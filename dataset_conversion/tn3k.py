@@ -74,7 +74,7 @@ def read_folds(source: Path, problems, known: set[str]) -> list[dict]:
     return folds
 
 
-def convert(source: Path, ds, options) -> None:
+def convert(source: Path, ds) -> None:
     converted = ds.convert(convert_case, find_cases(source, ds.problems), desc="TN3K")
     folds = read_folds(source, ds.problems, {c.case_id for c in converted if c.split == "Tr"})
     ds.check_problems()

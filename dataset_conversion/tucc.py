@@ -109,8 +109,8 @@ def find_cases(source: Path, problems, frame_step: int) -> list[Case]:
     return cases
 
 
-def convert(source: Path, ds, options) -> None:
-    cases = find_cases(source, ds.problems, getattr(options, "frame_step", 1))
+def convert(source: Path, ds, frame_step: int = 1) -> None:
+    cases = find_cases(source, ds.problems, frame_step)
     try:
         converted = ds.convert(convert_case, cases, desc="TUCC frames")
     finally:
@@ -123,7 +123,7 @@ def convert(source: Path, ds, options) -> None:
                           license="Stanford University Dataset Research Use Agreement",
                           converted_by="nnunet-synth convert tucc",
                           description=f"Stanford thyroid ultrasound cine-clip frames (every "
-                                      f"{getattr(options, 'frame_step', 1)}. frame); folds grouped by patient",
+                                      f"{frame_step}. frame); folds grouped by patient",
                           source_mask_mapping={"0": "background (0)", "non-zero": "nodule (1)"})
 
 

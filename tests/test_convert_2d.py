@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from nnunet_synth.convert import ConversionFailed, fixtures
+from nnunet_synth.convert import ConversionFailed
 from nnunet_synth.convert.registry import load_converter
 from nnunet_synth.convert.run import run_converter
+
+import convert_fixtures as fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -33,16 +35,10 @@ def test_busi_merges_masks_keeps_normal_cases_and_optional_classes(tmp_path, nnu
     assert all(set(np.unique(v)) <= {0, 1} for v in labels.values())
     assert fixtures.read_png(folder / "imagesTr" / f"{case}_0000.png").ndim == 2  # RGB-stored gray -> 1 channel
 
-    classes = run_converter(load_converter("busi"), src, 511, options=_ns(classes=True))
+    classes = run_converter(load_converter("busi"), src, 511, options={"classes": True})
     labels = _labels(classes)
     assert labels["busi_malignant_001"].max() == 2 and labels["busi_benign_001"].max() == 1
     assert json.loads((classes / "dataset.json").read_text())["labels"] == {"background": 0, "benign": 1, "malignant": 2}
-
-
-def _ns(**kw):
-    import argparse
-
-    return argparse.Namespace(**kw)
 
 
 def test_busi_problems(tmp_path, nnunet_folders):

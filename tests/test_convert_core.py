@@ -9,12 +9,13 @@ import pytest
 
 from nnunet_synth.commands import main as cli
 from nnunet_synth.convert import CaseProblem, ConversionFailed
-from nnunet_synth.convert import fixtures
 from nnunet_synth.convert.images import binarize, read_gray
 from nnunet_synth.convert.registry import CONVERTERS, load_converter
 from nnunet_synth.convert.run import run_converter
 from nnunet_synth.convert.splits import check_grouped, grouped_kfold
 from nnunet_synth.errors import SynthError
+
+import convert_fixtures as fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,8 +136,10 @@ def test_cli_exit_codes_and_allow_skip(tmp_path, nnunet_folders, capsys):
     assert cli.main(["convert", "ddti", str(src), "-d", "501", "-o", str(nnunet_folders.raw), "--allow-skip"]) == 0
     out, err = capsys.readouterr()
     assert "skipped 3 case(s)" in out
-    assert fixtures.case_ids(nnunet_folders.raw / "Dataset501_DDTI") == sorted(
-        fixtures.case_ids(nnunet_folders.raw / "Dataset501_DDTI"))
+    # The three broken sources (8_1, 9_1, 10_1) are left out; 2_1(1)/(2) are one image, 3_1 two crops.
+    assert fixtures.case_ids(nnunet_folders.raw / "Dataset501_DDTI") == [
+        "ddti_1_1", "ddti_2_1", "ddti_3_1_n1", "ddti_3_1_n2", "ddti_4_1", "ddti_4_2", "ddti_5_1", "ddti_6_1",
+        "ddti_7_1"]
     assert len(fixtures.case_ids(nnunet_folders.raw / "Dataset501_DDTI")) == expected["cases"]
 
 
@@ -158,6 +161,44 @@ def test_script_entry_point_with_worker_processes(tmp_path, nnunet_folders):
 
 
 def test_tdid_is_the_ddti_converter():
-    from nnunet_synth.convert.registry import load_converter
-
     assert load_converter("tdid") is load_converter("ddti")
+
+
+def _modules_after(argv: list[str]) -> tuple[str, set[str]]:
+    """(--help output, converter script modules imported) of ``nnunet-synth ARGV`` in a fresh interpreter."""
+    code = ("import sys\nfrom nnunet_synth.commands.main import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('MODULES', *sorted(m for m in sys.modules if m.startswith('nnunet_synth_dataset_conversion.')))")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out, _, modules = proc.stdout.rpartition("MODULES")
+    return out, set(modules.split())
+
+
+def test_converter_scripts_are_imported_only_when_parsed():
+    out, modules = _modules_after(["convert", "--help"])
+    assert modules == set()
+    assert all(name in out for name in CONVERTERS)
+    out, modules = _modules_after(["convert", "ddti", "--help"])
+    assert modules == {"nnunet_synth_dataset_conversion.ddti"}
+    assert "nodule-crop layout" in out and "SOURCE_DIR" in out  # the script's docstring and the common options
+    out, modules = _modules_after(["convert", "busi", "--help"])
+    assert modules == {"nnunet_synth_dataset_conversion.busi"} and "--classes" in out
+
+
+def test_converter_options_reach_convert_as_keywords(tmp_path, nnunet_folders, monkeypatch):
+    seen = []
+
+    def convert(source, ds, **options):
+        seen.append(options)
+        raise SynthError("stopped once the options arrived")
+
+    monkeypatch.setattr(load_converter("busi"), "convert", convert)
+    src, _ = fixtures.busi(tmp_path)
+    command = ["busi", str(src), "-d", "502", "-o", str(nnunet_folders.raw)]
+    assert cli.main(["convert", *command]) == 2
+    assert cli.main(["convert", *command, "--classes"]) == 2
+    assert seen == [{"classes": False}, {"classes": True}]  # its own options only, as plain values
+    with pytest.raises(SystemExit) as info:  # another converter's option is a usage error
+        cli.main(["convert", "ph2", *command[1:], "--classes"])
+    assert info.value.code == 2

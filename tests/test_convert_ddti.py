@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_synth.convert import ConversionFailed, ProblemLog, fixtures
+from nnunet_synth.convert import ConversionFailed, ProblemLog
 from nnunet_synth.convert.registry import load_converter
 from nnunet_synth.convert.run import run_converter
 from nnunet_synth.convert.splits import check_grouped
+
+import convert_fixtures as fixtures
 
 REAL = Path(os.environ.get("NNUNET_SYNTH_DDTI_CROP", "/work/shared/data/ddti_crop"))
 

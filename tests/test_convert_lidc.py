@@ -1,14 +1,15 @@
 """LIDC-IDRI converter: DICOM series + reader XML, 50% consensus, patient grouping, problems."""
-import argparse
 import json
 import shutil
 
 import numpy as np
 import pytest
 
-from nnunet_synth.convert import ConversionFailed, fixtures
+from nnunet_synth.convert import ConversionFailed
 from nnunet_synth.convert.registry import load_converter
 from nnunet_synth.convert.run import run_converter
+
+import convert_fixtures as fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def test_lidc_xml_from_separate_folder(tmp_path, nnunet_folders):
         shutil.move(str(xml), str(xml_dir / xml.name.replace(".xml", f"_{xml.parent.parent.parent.name}.xml")))
     with pytest.raises(ConversionFailed, match="3 problem"):
         run_converter(load_converter("lidc-idri"), src, 541)
-    folder = run_converter(load_converter("lidc-idri"), src, 541, options=argparse.Namespace(xml_dir=str(xml_dir.parent)))
+    folder = run_converter(load_converter("lidc-idri"), src, 541, options={"xml_dir": xml_dir.parent})
     _, seg = _read(folder / "labelsTr" / "lidc_0001.nii.gz")
     assert np.array_equal(seg.astype(bool), expected["seg_0001"])
 

@@ -3,9 +3,11 @@ import json
 
 import pytest
 
-from nnunet_synth.convert import ConversionFailed, fixtures
+from nnunet_synth.convert import ConversionFailed
 from nnunet_synth.convert.registry import load_converter
 from nnunet_synth.convert.run import run_converter
+
+import convert_fixtures as fixtures
 
 
 @pytest.fixture(autouse=True)

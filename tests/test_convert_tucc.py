@@ -4,10 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from nnunet_synth.convert import ConversionFailed, fixtures
+from nnunet_synth.convert import ConversionFailed
 from nnunet_synth.convert.registry import load_converter
 from nnunet_synth.convert.run import run_converter
 from nnunet_synth.convert.splits import check_grouped
+
+import convert_fixtures as fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -16,8 +18,6 @@ def _inline_verify(monkeypatch):
 
 
 def test_tucc_frames_grouped_by_patient(tmp_path, nnunet_folders):
-    import argparse
-
     src, expected = fixtures.tucc(tmp_path)
     folder = run_converter(load_converter("tucc"), src, 520)
     ids = fixtures.case_ids(folder)
@@ -30,7 +30,7 @@ def test_tucc_frames_grouped_by_patient(tmp_path, nnunet_folders):
     seg = fixtures.read_png(folder / "labelsTr" / "tucc_1_0000.png")
     assert set(np.unique(seg)) == {0, 1}
 
-    every_other = run_converter(load_converter("tucc"), src, 521, options=argparse.Namespace(frame_step=2))
+    every_other = run_converter(load_converter("tucc"), src, 521, options={"frame_step": 2})
     assert len(fixtures.case_ids(every_other)) == 12  # frames 0 and 2 of six clips
 
 

@@ -19,27 +19,48 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from nnunet_synth.convert.registry import CONVERTERS, load_converter
 from nnunet_synth.convert.run import run_converter
 from nnunet_synth.errors import SynthError
 
 
+class _ConverterParser(argparse.ArgumentParser):
+    """The sub-parser of one converter: it imports its script only when that converter is parsed.
+
+    The scripts import numpy, Pillow and nnU-Net; ``nnunet-synth convert --help``
+    lists every converter from the registry's table without importing any.
+    """
+
+    def __init__(self, *args, converter_name: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._converter_name = converter_name
+        self._converter_loaded = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self._converter_loaded:
+            self._converter_loaded = True
+            try:
+                module = load_converter(self._converter_name)
+            except SynthError as e:
+                self.error(str(e))  # argparse's one-line usage error, exit status 2
+            if module.__doc__:
+                self.description = module.__doc__.strip()
+            self.set_defaults(converter_options=add_converter_arguments(self, module))
+        return super().parse_known_args(args, namespace)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="dataset", metavar="NAME")
+    sub = parser.add_subparsers(dest="dataset", metavar="NAME", parser_class=_ConverterParser)
     sub.required = True
     for name, (_, help_text) in CONVERTERS.items():
-        module = load_converter(name)
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_common_arguments(p)
-        if hasattr(module, "add_arguments"):
-            module.add_arguments(p)
+        sub.add_parser(name, help=help_text, description=help_text, converter_name=name,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def run(args: argparse.Namespace) -> int:
-    run_converter(load_converter(args.dataset), args.source, args.dataset_id, args.raw_root, args.allow_skip,
-                  args.num_processes, args.name, args.verify, args)
+    convert(load_converter(args.dataset), args)
     return 0
 
 
@@ -57,18 +78,28 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip nnU-Net's verify_dataset_integrity on the result")
 
 
-def script_main(module) -> int:
-    """The ``__main__`` block of a converter script: the same options as ``nnunet-synth convert NAME``."""
-    import sys
-
-    parser = argparse.ArgumentParser(description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_converter_arguments(parser: argparse.ArgumentParser, module) -> list[str]:
+    """The common options and the converter's own; returns the ``dest`` names of its own."""
     add_common_arguments(parser)
+    common = {action.dest for action in parser._actions}
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)
+    return sorted({action.dest for action in parser._actions} - common)
+
+
+def convert(module, args: argparse.Namespace) -> None:
+    options = {name: getattr(args, name) for name in args.converter_options}
+    run_converter(module, args.source, args.dataset_id, args.raw_root, args.allow_skip, args.num_processes,
+                  args.name, args.verify, options)
+
+
+def script_main(module) -> int:
+    """The ``__main__`` block of a converter script: the same options as ``nnunet-synth convert NAME``."""
+    parser = argparse.ArgumentParser(description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(converter_options=add_converter_arguments(parser, module))
     args = parser.parse_args()
     try:
-        run_converter(module, args.source, args.dataset_id, args.raw_root, args.allow_skip, args.num_processes,
-                      args.name, args.verify, args)
+        convert(module, args)
     except SynthError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

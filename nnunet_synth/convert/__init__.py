@@ -5,7 +5,11 @@
   lossless PNG/NIfTI writing;
 - ``splits``: patient-grouped folds (``splits_final.json``);
 - ``staging``: convert into a hidden folder, verify, rename;
-- ``registry``: NAME -> script; ``run``: the command line and ``run_converter``.
+- ``registry``: NAME -> script module (imported on demand) and the converter contract;
+- ``run``: ``run_converter``, the whole conversion of one source folder.
+
+The command line (``nnunet-synth convert`` and each script's ``__main__``) is
+``nnunet_synth.commands.convert``.
 """
 from nnunet_synth.convert.problems import CaseProblem, ConversionFailed, Problem, ProblemLog
 from nnunet_synth.convert.staging import Case, StagedDataset

@@ -1,19 +1,25 @@
-"""NAME -> converter script in ``dataset_conversion/``.
+"""NAME -> converter script in ``dataset_conversion/``: a table of module names, nothing imported.
 
 The scripts ship as the package ``nnunet_synth_dataset_conversion`` (setup.py
 maps the folder, as it does for ``trainers/``), so they are importable by name
 from a checkout and from an installed wheel alike, and spawned worker
-processes can import them too.
+processes can import them too. A script is imported only when it is asked
+for (``load_converter``): listing the converters imports none of them.
 
-A converter module defines:
+The converter contract. A converter module defines:
 
-- its docstring: the source layout it reads (shown by ``--help``);
+- its docstring: the source layout it reads (the ``--help`` description);
 - ``NAME``: the default dataset name (``DatasetXXX_NAME``), or a function
   ``dataset_name(source) -> str`` when the name comes from the source;
-- ``convert(source: Path, ds: StagedDataset, options) -> None``: enumerate the
-  cases, ``ds.convert(per_case_function, cases)``, optionally
-  ``ds.write_splits(...)``, and end with ``generate_dataset_json(ds.folder, ...)``;
-- optionally ``add_arguments(parser)`` for options of its own.
+- ``convert(source: Path, ds: StagedDataset, **options) -> None``: enumerate
+  the cases, ``ds.convert(per_case_function, cases)``, optionally
+  ``ds.write_splits(...)``, and end with ``generate_dataset_json(ds.folder, ...)``.
+  ``options`` are the converter's own options as plain keyword arguments
+  (``frame_step=2``), each with its default in the signature, so that
+  ``run_converter(module, ..., options={"frame_step": 2})`` works without a
+  command line;
+- optionally ``add_arguments(parser)``: its own command-line options, whose
+  ``dest`` names are the keyword arguments of ``convert``.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ CONVERTERS: dict[str, tuple[str, str]] = {
 
 
 def load_converter(name: str):
+    """The converter module registered as ``name``."""
     if name not in CONVERTERS:
         raise SynthError(f"unknown dataset {name!r}; known: {', '.join(sorted(CONVERTERS))}")
     module = f"{PACKAGE}.{CONVERTERS[name][0]}"

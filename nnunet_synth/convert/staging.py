@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnunet_synth.atomic import write_json_atomic
 from nnunet_synth.convert.problems import CaseProblem, ConversionFailed, ProblemLog
 from nnunet_synth.errors import SynthError
 
@@ -120,12 +121,11 @@ class StagedDataset:
             self._verify()
         os.rename(self.folder, self.final)
         if preprocessed_splits is not None:
-            from nnunet_synth.atomic import write_json_atomic
-
             write_json_atomic(preprocessed_splits, self.splits)
         self._print_summary(preprocessed_splits)
 
     def _verify(self) -> None:
+        # Local: staging is imported by `nnunet-synth convert --help`, which must not pay for torch.
         from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
         try:
@@ -231,8 +231,6 @@ class StagedDataset:
         The copy for nnU-Net goes to ``$nnUNet_preprocessed/DatasetXXX_Name/``
         once the dataset has been verified and renamed.
         """
-        from nnunet_synth.atomic import write_json_atomic
-
         self.splits = splits
         write_json_atomic(self.folder / SPLITS_FILE, splits)
         if patients is not None:

@@ -1,4 +1,4 @@
-"""Tiny source folders in each public dataset's download layout, for tests and demos.
+"""Test fixtures for the converters: tiny source folders in each public dataset's download layout.
 
 Every builder writes real file names and nesting, a few seeded cases with a
 disc-shaped lesion, and (with ``broken=True``) the typical defects: an
