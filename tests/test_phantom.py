@@ -1,4 +1,4 @@
-"""The ultrasound phantom: determinism, physics that the masks depend on, device differences, datasets, CLI."""
+"""The ultrasound phantom: determinism, physics that the masks depend on, scanner differences, datasets, CLI."""
 import dataclasses
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from nnunet_synth.commands.main import main
 from nnunet_synth.errors import SynthError
-from nnunet_synth.phantom import DEVICES, make_phantom_datasets, sample_anatomy, simulate
+from nnunet_synth.phantom import SCANNERS, make_phantom_datasets, sample_anatomy, simulate
 from nnunet_synth.phantom import datasets as phantom_datasets
 
 from conftest import run_command, venv_command
@@ -88,13 +88,13 @@ def lateral_correlation_mm(image, spacing):
     return (lag - 1 + (corr[lag - 1] - 0.5) / (corr[lag - 1] - corr[lag])) * spacing[1]
 
 
-def test_devices_differ_in_spacing_geometry_and_speckle_size():
+def test_scanners_differ_in_spacing_geometry_and_speckle_size():
     ratios = []
     for seed in (0, 1):
         anatomy = sample_anatomy(np.random.default_rng(seed))
-        images = {name: simulate(name, seed, anatomy=anatomy) for name in DEVICES}
-        spacings = {name: images[name][2][0] for name in DEVICES}
-        assert len(set(spacings.values())) == len(DEVICES)
+        images = {name: simulate(name, seed, anatomy=anatomy) for name in SCANNERS}
+        spacings = {name: images[name][2][0] for name in SCANNERS}
+        assert len(set(spacings.values())) == len(SCANNERS)
         # The sector's corners lie outside the fan: black. Linear images have tissue there.
         assert (images["B"][0][:4, :4] == 0).all() and (images["B"][0][:4, -4:] == 0).all()
         assert images["A"][0][:4, :4].mean() > 20 and images["C"][0][:4, :4].mean() > 20
@@ -140,7 +140,7 @@ def test_datasets_pass_nnunet_checks_and_are_byte_identical_for_a_seed(tmp_path,
 
     make(tmp_path / "two")
     assert dataset_files(tmp_path / "one") == dataset_files(tmp_path / "two")
-    make(tmp_path / "three", seed=1, n_train=1, n_test=1, devices=["B"])
+    make(tmp_path / "three", seed=1, n_train=1, n_test=1, scanners=["B"])
     one, three = dataset_files(tmp_path / "one"), dataset_files(tmp_path / "three")
     for image in ("Dataset950_PhantomA/imagesTr/phA_0000_0000.nii.gz",
                   "Dataset952_PhantomTestB/imagesTr/phB_test_0000_0000.nii.gz"):
@@ -148,15 +148,18 @@ def test_datasets_pass_nnunet_checks_and_are_byte_identical_for_a_seed(tmp_path,
 
 
 def test_rerun_skips_complete_datasets_and_refuses_other_parameters(tmp_path):
-    written = make(tmp_path, devices=["C"])
+    written = make(tmp_path, scanners=["C"])
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    assert make(tmp_path, devices=["C"]) == written
+    assert make(tmp_path, scanners=["C"]) == written
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamp
     with pytest.raises(SynthError, match="Dataset950_PhantomA.*other parameters"):
-        make(tmp_path, devices=["C"], seed=3)
+        make(tmp_path, scanners=["C"], seed=3)
     (tmp_path / "Dataset951_Other").mkdir()
     with pytest.raises(SynthError, match="Dataset951_Other.*id 951 is taken"):
-        make(tmp_path, devices=["A"])
+        make(tmp_path, scanners=["A"])
+    # The stored parameters keep the keys of datasets written before "device" became "scanner".
+    stored = json.loads((written["Dataset953_PhantomTestC"] / "dataset.json").read_text())["phantom"]
+    assert stored["device"] == "C" and stored["device_parameters"]["name"] == "C" and "scanner" not in stored
 
 
 def test_interrupted_run_resumes_to_the_same_files(tmp_path, monkeypatch):
@@ -171,17 +174,17 @@ def test_interrupted_run_resumes_to_the_same_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(phantom_datasets, "write_case", write_two_then_fail)
     with pytest.raises(KeyboardInterrupt):
-        make(tmp_path / "resumed", devices=["A"])
+        make(tmp_path / "resumed", scanners=["A"])
     assert not (tmp_path / "resumed" / "Dataset950_PhantomA").exists()  # nothing half-written in place
     monkeypatch.setattr(phantom_datasets, "write_case", real_write_case)
-    make(tmp_path / "resumed", devices=["A"])
-    make(tmp_path / "fresh", devices=["A"])
+    make(tmp_path / "resumed", scanners=["A"])
+    make(tmp_path / "fresh", scanners=["A"])
     assert dataset_files(tmp_path / "resumed") == dataset_files(tmp_path / "fresh")
     assert not list((tmp_path / "resumed").glob(".*partial"))
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--devices", "A,X"], "devices A,X"),
+    (["--scanners", "A,X"], "scanners A,X"),
     (["--n-train", "0"], "number of training cases 0"),
     (["--first-id", "998"], "first id 998"),
     (["--image-size", "8"], "image size 8"),
@@ -205,7 +208,7 @@ def test_command_writes_datasets_and_a_preview(tmp_path):
     from PIL import Image
 
     proc = run_command([venv_command("nnunet-synth"), "phantom", "-o", str(tmp_path / "raw"), "--first-id", "960",
-                        "--n-train", "1", "--n-test", "1", "--devices", "B", "--image-size", "32", "--workers", "1",
+                        "--n-train", "1", "--n-test", "1", "--scanners", "B", "--image-size", "32", "--workers", "1",
                         "--preview", str(tmp_path / "preview.png"), "--quiet"], env=None)
     assert "Dataset962_PhantomTestB" in proc.stdout
     assert json.loads((tmp_path / "raw" / "Dataset960_PhantomA" / "dataset.json").read_text())["numTraining"] == 1

@@ -1,4 +1,4 @@
-"""The imaged anatomy, in millimetres and independent of the device.
+"""The imaged anatomy, in millimetres and independent of the scanner.
 
 Coordinates: ``x`` lateral (0 under the probe centre), ``z`` depth below the
 centre of the probe face, and ``d`` distance from the probe face along the
@@ -23,14 +23,14 @@ LESION_KINDS = ("hypoechoic", "isoechoic_rim")
 LESION_SHAPES = ("round", "lobulated", "irregular")
 POSTERIOR_EFFECTS = ("enhancement", "shadowing", "none")
 
-# The field every device sees: lesions are placed inside it so that no device crops them.
+# The field every scanner sees: lesions are placed inside it so that no scanner crops them.
 COMMON_HALF_WIDTH_MM = 14.0
 COMMON_MIN_DEPTH_MM = 7.0
 
 
 @dataclass
 class Waves:
-    """A smooth random field: a sum of plane waves (cheap to evaluate anywhere, device independent)."""
+    """A smooth random field: a sum of plane waves (cheap to evaluate anywhere, scanner independent)."""
     kx: np.ndarray
     kz: np.ndarray
     phase: np.ndarray
@@ -134,7 +134,7 @@ class Anatomy:
     organ_shape: np.ndarray       # radial Fourier amplitudes (k = 2, 3, ...) and phases of the capsule, shape (2, n)
     organ_texture: Waves
     deep_fascia_mm: float         # below the organ's posterior capsule
-    tissue_attenuation: float     # dB/cm/MHz: varies between patients, which the device's TGC does not know
+    tissue_attenuation: float     # dB/cm/MHz: varies between patients, which the scanner's TGC does not know
     vessel: tuple[float, float, float] | None  # x, z, radius
     interface_waves: Waves        # brightness variation along specular interfaces
     lesion: Lesion = field(repr=False)

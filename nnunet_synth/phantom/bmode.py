@@ -12,7 +12,7 @@ The pipeline follows how a scanner forms an image:
    at the focus) and an axial RF pulse; electronic noise enters before the
    receive filter, so the time-gain compensation amplifies it in the far field.
 4. The envelope of the RF lines (analytic signal), time-gain compensation with
-   the device's slider curve, and log compression into the dynamic range.
+   the scanner's slider curve, and log compression into the dynamic range.
 5. Scan conversion to a Cartesian pixel grid (a fan for sector probes).
 
 The mask is the lesion's contour evaluated at the same pixel centres.
@@ -25,7 +25,7 @@ import numpy as np
 from scipy import fft, ndimage, signal
 
 from nnunet_synth.phantom.anatomy import Anatomy, TissueMaps, sample_anatomy
-from nnunet_synth.phantom.devices import DEVICES, Device
+from nnunet_synth.phantom.scanners import SCANNERS, Scanner
 
 SAMPLES_PER_CARRIER_PERIOD = 3  # enough for the analytic (one-sided) RF spectrum
 POINT_SCATTERER_DENSITY = 0.001  # fraction of samples that hold a strong scatterer (non-Rayleigh speckle)
@@ -37,8 +37,8 @@ SPECULAR_GAIN = 1.0  # interface amplitudes (anatomy.interfaces) are in units of
 
 @dataclass
 class ScanGrid:
-    """The beam grid of a device and the pixel grid it is scan-converted to."""
-    device: Device
+    """The beam grid of a scanner and the pixel grid it is scan-converted to."""
+    scanner: Scanner
     spacing_mm: float
     dr_mm: float
     depth: np.ndarray          # (samples,) distance from the probe face along a line
@@ -48,26 +48,26 @@ class ScanGrid:
     pixel_z: np.ndarray        # (rows,) depth below the probe centre
 
     @classmethod
-    def for_device(cls, device: Device) -> "ScanGrid":
-        dr = device.wavelength_mm / 2 / SAMPLES_PER_CARRIER_PERIOD  # round trip: the echo's carrier is lambda/2 in depth
-        depth = (np.arange(int(np.ceil(device.depth_mm / dr))) + 0.5) * dr
-        if device.geometry == "linear":
-            s = device.depth_mm / device.rows
-            pixel_x = (np.arange(device.cols) - (device.cols - 1) / 2) * s
-            return cls(device, s, dr, depth, pixel_x, np.zeros(0), pixel_x, (np.arange(device.rows) + 0.5) * s)
-        if device.geometry == "sector":
-            R, half = device.sector_radius_mm, np.deg2rad(device.sector_angle_deg) / 2
+    def for_scanner(cls, scanner: Scanner) -> "ScanGrid":
+        dr = scanner.wavelength_mm / 2 / SAMPLES_PER_CARRIER_PERIOD  # round trip: the echo's carrier is lambda/2 in depth
+        depth = (np.arange(int(np.ceil(scanner.depth_mm / dr))) + 0.5) * dr
+        if scanner.geometry == "linear":
+            s = scanner.depth_mm / scanner.rows
+            pixel_x = (np.arange(scanner.cols) - (scanner.cols - 1) / 2) * s
+            return cls(scanner, s, dr, depth, pixel_x, np.zeros(0), pixel_x, (np.arange(scanner.rows) + 0.5) * s)
+        if scanner.geometry == "sector":
+            R, half = scanner.sector_radius_mm, np.deg2rad(scanner.sector_angle_deg) / 2
             top = R * np.cos(half) - R  # the fan's corners lie above the probe centre
-            s = (device.depth_mm - top) / device.rows
-            n_lines = int(np.ceil(2 * half * (R + device.depth_mm) / s))
-            pixel_x = (np.arange(device.cols) - (device.cols - 1) / 2) * s
-            return cls(device, s, dr, depth, np.zeros(0), np.linspace(-half, half, n_lines), pixel_x,
-                       top + (np.arange(device.rows) + 0.5) * s)
-        raise ValueError(f"device {device.name}: geometry must be 'linear' or 'sector', got {device.geometry!r}")
+            s = (scanner.depth_mm - top) / scanner.rows
+            n_lines = int(np.ceil(2 * half * (R + scanner.depth_mm) / s))
+            pixel_x = (np.arange(scanner.cols) - (scanner.cols - 1) / 2) * s
+            return cls(scanner, s, dr, depth, np.zeros(0), np.linspace(-half, half, n_lines), pixel_x,
+                       top + (np.arange(scanner.rows) + 0.5) * s)
+        raise ValueError(f"scanner {scanner.name}: geometry must be 'linear' or 'sector', got {scanner.geometry!r}")
 
     @property
     def sector(self) -> bool:
-        return self.device.geometry == "sector"
+        return self.scanner.geometry == "sector"
 
     @property
     def n_lines(self) -> int:
@@ -79,7 +79,7 @@ class ScanGrid:
         shape = (len(d), self.n_lines)
         if not self.sector:
             return np.broadcast_to(self.line_x[None, :], shape), np.broadcast_to(d, shape), np.broadcast_to(d, shape)
-        R = self.device.sector_radius_mm
+        R = self.scanner.sector_radius_mm
         r = R + d
         th = self.line_theta[None, :]
         return r * np.sin(th), r * np.cos(th) - R, np.broadcast_to(d, shape)
@@ -95,29 +95,29 @@ class ScanGrid:
         if not self.sector:
             return np.full((len(self.depth), 1), self.spacing_mm)
         dtheta = self.line_theta[1] - self.line_theta[0]
-        return ((self.device.sector_radius_mm + self.depth) * dtheta)[:, None]
+        return ((self.scanner.sector_radius_mm + self.depth) * dtheta)[:, None]
 
     def beam_index_of(self, x, z):
         """Fractional (sample, line) indices of Cartesian points, and whether they lie in the field."""
         if not self.sector:
             k = (z - 0.5 * self.dr_mm) / self.dr_mm
             l = (x - self.line_x[0]) / (self.line_x[1] - self.line_x[0])
-            inside = (z >= 0) & (z <= self.device.depth_mm)
+            inside = (z >= 0) & (z <= self.scanner.depth_mm)
             return k, l, inside
-        R = self.device.sector_radius_mm
+        R = self.scanner.sector_radius_mm
         zc = z + R
         r = np.hypot(x, zc)
         th = np.arctan2(x, zc)
         k = (r - R - 0.5 * self.dr_mm) / self.dr_mm
         l = (th - self.line_theta[0]) / (self.line_theta[1] - self.line_theta[0])
-        inside = (r >= R) & (r <= R + self.device.depth_mm) & (np.abs(th) <= self.line_theta[-1])
+        inside = (r >= R) & (r <= R + self.scanner.depth_mm) & (np.abs(th) <= self.line_theta[-1])
         return k, l, inside
 
 
-def rf_pulse(device: Device, dr_mm: float) -> np.ndarray:
+def rf_pulse(scanner: Scanner, dr_mm: float) -> np.ndarray:
     """The axial RF pulse in depth samples: a Gaussian-windowed carrier, unit energy."""
-    carrier_mm = device.wavelength_mm / 2
-    fwhm_mm = device.pulse_cycles * carrier_mm
+    carrier_mm = scanner.wavelength_mm / 2
+    fwhm_mm = scanner.pulse_cycles * carrier_mm
     sigma = fwhm_mm / 2.3548
     t = np.arange(-np.ceil(3 * sigma / dr_mm), np.ceil(3 * sigma / dr_mm) + 1) * dr_mm
     p = np.exp(-0.5 * (t / sigma) ** 2) * np.cos(2 * np.pi * t / carrier_mm)
@@ -210,28 +210,28 @@ def point_reflectors(points: np.ndarray, grid: ScanGrid, shape, amplitude: float
     return out
 
 
-def tgc_db(device: Device, depth_mm: np.ndarray) -> np.ndarray:
-    """The device's gain curve: nominal attenuation compensation plus the slider settings."""
-    nominal = 2 * device.tgc_db_per_cm_mhz * device.center_mhz * depth_mm / 10.0
-    sliders = np.asarray(device.tgc_sliders_db, dtype=float)
-    at = np.linspace(0, device.depth_mm, len(sliders))
+def tgc_db(scanner: Scanner, depth_mm: np.ndarray) -> np.ndarray:
+    """The scanner's gain curve: nominal attenuation compensation plus the slider settings."""
+    nominal = 2 * scanner.tgc_db_per_cm_mhz * scanner.center_mhz * depth_mm / 10.0
+    sliders = np.asarray(scanner.tgc_sliders_db, dtype=float)
+    at = np.linspace(0, scanner.depth_mm, len(sliders))
     return nominal + np.interp(depth_mm, at, sliders)
 
 
-def resolve_device(device: Device | str) -> Device:
-    if isinstance(device, Device):
-        return device
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; known devices: {', '.join(DEVICES)}")
-    return DEVICES[device]
+def resolve_scanner(scanner: Scanner | str) -> Scanner:
+    if isinstance(scanner, Scanner):
+        return scanner
+    if scanner not in SCANNERS:
+        raise ValueError(f"unknown scanner {scanner!r}; known scanners: {', '.join(SCANNERS)}")
+    return SCANNERS[scanner]
 
 
-def simulate(device: Device | str, rng: np.random.Generator | int, image_size: int | None = None,
+def simulate(scanner: Scanner | str, rng: np.random.Generator | int, image_size: int | None = None,
              anatomy: Anatomy | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Simulate one B-mode image of ``device``.
+    """Simulate one B-mode image of ``scanner``.
 
     ``rng`` is a numpy Generator or an integer seed; the same seed gives the same
-    arrays. ``image_size`` sets the number of rows (columns keep the device's
+    arrays. ``image_size`` sets the number of rows (columns keep the scanner's
     aspect) while the field of view in mm stays, so the spacing changes.
     ``anatomy`` (from ``sample_anatomy``) images a given scene; by default one is
     drawn from ``rng``.
@@ -239,11 +239,11 @@ def simulate(device: Device | str, rng: np.random.Generator | int, image_size: i
     Returns the image (uint8, rows x cols), the lesion mask (uint8, 0/1) and
     the pixel spacing in mm (row, column).
     """
-    device = resolve_device(device).with_size(image_size)
+    scanner = resolve_scanner(scanner).with_size(image_size)
     rng = np.random.default_rng(rng)
     if anatomy is None:
         anatomy = sample_anatomy(rng)
-    grid = ScanGrid.for_device(device)
+    grid = ScanGrid.for_scanner(scanner)
     shape = (len(grid.depth), grid.n_lines)
 
     # 1. Scatterers: Gaussian amplitudes (speckle), sparse strong points, coherent interfaces.
@@ -262,31 +262,31 @@ def simulate(device: Device | str, rng: np.random.Generator | int, image_size: i
     strong = rng.random(shape) < POINT_SCATTERER_DENSITY
     scatter[strong] *= 2.5
     # A specular echo is as strong as the speckle of about SPECULAR_GAIN ** 2 times the
-    # parenchyma's echogenicity, whatever the device's sampling (the pulse spans more samples).
-    per_sample = SPECULAR_GAIN * np.sqrt(device.pulse_cycles * SAMPLES_PER_CARRIER_PERIOD)
+    # parenchyma's echogenicity, whatever the scanner's sampling (the pulse spans more samples).
+    per_sample = SPECULAR_GAIN * np.sqrt(scanner.pulse_cycles * SAMPLES_PER_CARRIER_PERIOD)
     scatter[np.arange(0, shape[0], m)[:reflectors.shape[0]]] += reflectors * per_sample
     scatter += point_reflectors(anatomy.lesion.calcifications, grid, shape, 3.0 * per_sample)
 
     # 2. Round-trip attenuation along each line (dB = 2 * alpha * f * path).
-    path_db = 2 * device.center_mhz * np.cumsum(atten, axis=0) * grid.dr_mm / 10.0
+    path_db = 2 * scanner.center_mhz * np.cumsum(atten, axis=0) * grid.dr_mm / 10.0
     scatter *= 10.0 ** (-path_db / 20.0)
 
     # 3. PSF: lateral beam (depth dependent, focused), noise, then the axial RF pulse.
-    fwhm = device.lateral_fwhm_mm * np.sqrt(1 + ((grid.depth - device.focus_mm) / device.focal_zone_mm) ** 2)
+    fwhm = scanner.lateral_fwhm_mm * np.sqrt(1 + ((grid.depth - scanner.focus_mm) / scanner.focal_zone_mm) ** 2)
     sigma_lines = fwhm / 2.3548 / grid.line_spacing_mm()[:, 0]
     field = lateral_beam(scatter, sigma_lines)
-    field += rng.standard_normal(field.shape) * 10.0 ** (device.noise_db / 20.0)
+    field += rng.standard_normal(field.shape) * 10.0 ** (scanner.noise_db / 20.0)
     # Convolving with the analytic pulse (pulse + i * its Hilbert transform) gives the
     # analytic RF signal in one pass; its magnitude is the envelope.
-    analytic_pulse = signal.hilbert(rf_pulse(device, grid.dr_mm))
+    analytic_pulse = signal.hilbert(rf_pulse(scanner, grid.dr_mm))
     iq = signal.fftconvolve(field, analytic_pulse[:, None], mode="same", axes=0)
 
     # 4. Envelope; decimate to the tissue step (anti-aliased), then TGC and log compression.
     # Speckle of echogenicity 1 has a mean squared envelope of 2.
     envelope = ndimage.gaussian_filter1d(np.abs(iq), 0.35 * grid.spacing_mm / grid.dr_mm, axis=0)[::m]
     depth = grid.depth[::m]
-    level_db = 20 * np.log10(envelope / np.sqrt(2) + 1e-6) + tgc_db(device, depth)[:, None] + device.gain_db
-    gray = np.clip((level_db + device.dynamic_range_db) / device.dynamic_range_db, 0.0, 1.0) * 255.0
+    level_db = 20 * np.log10(envelope / np.sqrt(2) + 1e-6) + tgc_db(scanner, depth)[:, None] + scanner.gain_db
+    gray = np.clip((level_db + scanner.dynamic_range_db) / scanner.dynamic_range_db, 0.0, 1.0) * 255.0
 
     # 5. Scan conversion; outside a sector's fan stays black.
     px, pz = np.meshgrid(grid.pixel_x, grid.pixel_z)

@@ -1,4 +1,4 @@
-"""Write the phantom as nnU-Net raw datasets: a training set of device A, a test set per device.
+"""Write the phantom as nnU-Net raw datasets: a training set of scanner A, a test set per scanner.
 
 Each dataset is built in a hidden ``.DatasetXXX_Name.partial`` folder (one
 atomic write per file, so an interrupted run resumes there) and renamed into
@@ -18,10 +18,10 @@ import numpy as np
 
 from nnunet_synth.atomic import atomic_path, remove_stale_temp_files, write_json_atomic
 from nnunet_synth.errors import SynthError
-from nnunet_synth.phantom.devices import DEVICES
+from nnunet_synth.phantom.scanners import SCANNERS
 
 PHANTOM_VERSION = 1  # bump whenever the simulator writes other pixels for the same parameters
-TRAIN_DEVICE = "A"
+TRAIN_SCANNER = "A"
 FILE_ENDING = ".nii.gz"
 PARTIAL_PARAMS = "phantom_params.json"
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
@@ -29,10 +29,10 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 @dataclass(frozen=True)
 class PhantomDataset:
-    """One dataset to write: which device, which role, how many cases, from which seed."""
+    """One dataset to write: which scanner, which role, how many cases, from which seed."""
     dataset_id: int
     name: str
-    device: str
+    scanner: str
     role: str            # "train" or "test"
     n_cases: int
     seed: int
@@ -43,34 +43,37 @@ class PhantomDataset:
         return f"Dataset{self.dataset_id:03d}_{self.name}"
 
     def case_id(self, i: int) -> str:
-        return f"ph{self.device}_{i:04d}" if self.role == "train" else f"ph{self.device}_test_{i:04d}"
+        return f"ph{self.scanner}_{i:04d}" if self.role == "train" else f"ph{self.scanner}_test_{i:04d}"
 
     def case_seed(self, i: int) -> np.random.SeedSequence:
-        # Depends only on (seed, role, device, case index): a resumed run writes the same files.
-        return np.random.SeedSequence([self.seed, ("train", "test").index(self.role), list(DEVICES).index(self.device), i])
+        # Depends only on (seed, role, scanner, case index): a resumed run writes the same files.
+        return np.random.SeedSequence([self.seed, ("train", "test").index(self.role),
+                                       list(SCANNERS).index(self.scanner), i])
 
     def params(self) -> dict:
         """What the files depend on; stored in dataset.json to recognise a complete dataset on rerun."""
-        p = {"version": PHANTOM_VERSION, "device": self.device, "role": self.role, "n_cases": self.n_cases,
-             "seed": self.seed, "image_size": self.image_size, "device_parameters": asdict(DEVICES[self.device])}
+        # The stored keys keep their first names ("device"): renaming them would make every
+        # existing phantom dataset look like one made with other parameters, and reruns refuse those.
+        p = {"version": PHANTOM_VERSION, "device": self.scanner, "role": self.role, "n_cases": self.n_cases,
+             "seed": self.seed, "image_size": self.image_size, "device_parameters": asdict(SCANNERS[self.scanner])}
         return json.loads(json.dumps(p))  # tuples -> lists, as they come back from the file
 
 
 def plan_datasets(first_id: int, n_train: int, n_test: int, seed: int, image_size: int | None,
-                  devices) -> list[PhantomDataset]:
-    """The datasets to write; ids are fixed per device (first_id + 1 + index in A, B, C)."""
-    check_arguments(first_id, n_train, n_test, seed, image_size, devices)
-    plan = [PhantomDataset(first_id, f"Phantom{TRAIN_DEVICE}", TRAIN_DEVICE, "train", n_train, seed, image_size)]
-    for i, name in enumerate(DEVICES):
-        if name in devices:
+                  scanners) -> list[PhantomDataset]:
+    """The datasets to write; ids are fixed per scanner (first_id + 1 + index in A, B, C)."""
+    check_arguments(first_id, n_train, n_test, seed, image_size, scanners)
+    plan = [PhantomDataset(first_id, f"Phantom{TRAIN_SCANNER}", TRAIN_SCANNER, "train", n_train, seed, image_size)]
+    for i, name in enumerate(SCANNERS):
+        if name in scanners:
             plan.append(PhantomDataset(first_id + 1 + i, f"PhantomTest{name}", name, "test", n_test, seed, image_size))
     return plan
 
 
-def check_arguments(first_id, n_train, n_test, seed, image_size, devices) -> None:
-    last_id = first_id + len(DEVICES)
+def check_arguments(first_id, n_train, n_test, seed, image_size, scanners) -> None:
+    last_id = first_id + len(SCANNERS)
     if not isinstance(first_id, int) or first_id < 1 or last_id > 999:
-        raise SynthError(f"first id {first_id}: the phantom uses ids first..first+{len(DEVICES)}, "
+        raise SynthError(f"first id {first_id}: the phantom uses ids first..first+{len(SCANNERS)}, "
                          f"which must lie in 1..999 (nnU-Net's three-digit dataset ids)")
     for what, n in (("training", n_train), ("test", n_test)):
         if not isinstance(n, int) or n < 1:
@@ -80,10 +83,10 @@ def check_arguments(first_id, n_train, n_test, seed, image_size, devices) -> Non
     if image_size is not None and (not isinstance(image_size, int)
                                    or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE):
         raise SynthError(f"image size {image_size}: must be a whole number of rows in "
-                         f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (or left out for each device's own size)")
-    unknown = [d for d in devices if d not in DEVICES]
-    if unknown or not devices or len(set(devices)) != len(devices):
-        raise SynthError(f"devices {','.join(devices) or '(none)'}: give each of {', '.join(DEVICES)} "
+                         f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (or left out for each scanner's own size)")
+    unknown = [s for s in scanners if s not in SCANNERS]
+    if unknown or not scanners or len(set(scanners)) != len(scanners):
+        raise SynthError(f"scanners {','.join(scanners) or '(none)'}: give each of {', '.join(SCANNERS)} "
                          f"at most once, at least one")
 
 
@@ -94,7 +97,7 @@ def write_case(dataset: PhantomDataset, i: int, folder: str) -> str:
     from nnunet_synth.phantom.bmode import simulate
 
     case = dataset.case_id(i)
-    image, mask, (sy, sx) = simulate(dataset.device, np.random.default_rng(dataset.case_seed(i)), dataset.image_size)
+    image, mask, (sy, sx) = simulate(dataset.scanner, np.random.default_rng(dataset.case_seed(i)), dataset.image_size)
     for array, path in ((image, Path(folder) / "imagesTr" / f"{case}_0000{FILE_ENDING}"),
                         (mask, Path(folder) / "labelsTr" / f"{case}{FILE_ENDING}")):
         itk = sitk.GetImageFromArray(array)
@@ -168,12 +171,12 @@ def write_dataset(raw_root: Path, dataset: PhantomDataset, pool=None, progress: 
             bar.update()
     bar.close()
 
-    device = DEVICES[dataset.device]
+    scanner = SCANNERS[dataset.scanner]
     generate_dataset_json(
         str(partial), channel_names={0: "ultrasound"}, labels={"background": 0, "lesion": 1},
         num_training_cases=dataset.n_cases, file_ending=FILE_ENDING, dataset_name=dataset.folder_name,
-        description=f"nnunet_synth ultrasound phantom, {dataset.role} set of device {device.name} "
-                    f"({device.description}). Test sets keep their cases in imagesTr/labelsTr so that "
+        description=f"nnunet_synth ultrasound phantom, {dataset.role} set of scanner {scanner.name} "
+                    f"({scanner.description}). Test sets keep their cases in imagesTr/labelsTr so that "
                     f"nnU-Net's tools accept them as datasets.",
         reference="nnunet_synth.phantom", release=str(PHANTOM_VERSION), license="CC0 (simulated data)",
         converted_by="nnunet-synth phantom", phantom=dataset.params())
@@ -183,17 +186,17 @@ def write_dataset(raw_root: Path, dataset: PhantomDataset, pool=None, progress: 
 
 
 def make_phantom_datasets(raw_root: str | os.PathLike, first_id: int = 700, n_train: int = 60, n_test: int = 30,
-                          seed: int = 0, image_size: int | None = None, devices=tuple(DEVICES),
+                          seed: int = 0, image_size: int | None = None, scanners=tuple(SCANNERS),
                           workers: int = 1, progress: bool = True) -> dict[str, Path]:
     """Write the phantom datasets under ``raw_root``; returns ``{folder name: path}``.
 
-    ``Dataset{first_id}_PhantomA`` holds ``n_train`` training cases of device A;
-    ``Dataset{first_id + 1 + j}_PhantomTest{X}`` holds ``n_test`` cases of device
-    X for each X in ``devices`` (j is X's index in A, B, C). ``image_size`` sets
+    ``Dataset{first_id}_PhantomA`` holds ``n_train`` training cases of scanner A;
+    ``Dataset{first_id + 1 + j}_PhantomTest{X}`` holds ``n_test`` cases of scanner
+    X for each X in ``scanners`` (j is X's index in A, B, C). ``image_size`` sets
     the rows of every image (the field of view in mm stays); None keeps each
-    device's own size. The same arguments always give byte-identical files.
+    scanner's own size. The same arguments always give byte-identical files.
     """
-    plan = plan_datasets(first_id, n_train, n_test, seed, image_size, list(devices))
+    plan = plan_datasets(first_id, n_train, n_test, seed, image_size, list(scanners))
     if not isinstance(workers, int) or workers < 1:
         raise SynthError(f"workers {workers}: must be a whole number >= 1")
     raw_root = Path(raw_root)
