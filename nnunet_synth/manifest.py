@@ -36,6 +36,7 @@ from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 
 MANIFEST_FILE = "synthesis.json"
+EXPANSION_FILE = "expansion.json"
 # DiffBoost twins: a subfolder of the real preprocessed configuration folder, with its own manifest
 # and a copy of the synthetic dataset's MANIFEST_FILE (so training does not need nnUNet_raw).
 TWINS_FOLDER = "diffboost_twins"

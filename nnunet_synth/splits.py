@@ -64,9 +64,23 @@ def fold_training_cases(folds: list[dict], fold: int | str) -> list[str]:
 
 
 def leaked_folds(folds: list[dict], trained_on) -> dict[int, list[str]]:
-    """fold -> validation cases that a generator was trained on (only leaky folds)."""
+    """fold -> validation cases that a generator was trained on (only leaky folds).
+
+    This is the leakage rule; everything that refuses a leaky fold decides with it.
+    """
     trained_on = set(trained_on)
     return {i: sorted(set(f["val"]) & trained_on) for i, f in enumerate(folds) if set(f["val"]) & trained_on}
+
+
+def leaks_by_generator(folds: list[dict], trained_on_by_generator: dict[str, list[str]]) -> dict[str, dict[int, list[str]]]:
+    """generator id -> its leaked folds, for the generators that leak into any fold.
+
+    ``nnunet-synth expand`` calls it on every fold to report and refuse;
+    nnUNetTrainerSynthExpand calls it on the one fold it is about to train, so
+    a split that was edited after expansion is judged by the same rule.
+    """
+    leaks = {gid: leaked_folds(folds, trained_on) for gid, trained_on in trained_on_by_generator.items()}
+    return {gid: per_fold for gid, per_fold in leaks.items() if per_fold}
 
 
 def expanded_folds(folds: list[dict], synthetic_sources: dict[str, str], synthetic_only: bool = False) -> list[dict]:
@@ -90,9 +104,11 @@ class SplitProblem:
     message: str
 
 
-def check_expanded_folds(folds: list[dict], real_case_ids, synthetic_sources: dict[str, str],
-                         trained_on_by_generator: dict[str, set[str]] | None = None) -> list[SplitProblem]:
-    """Every broken rule, fold by fold (an empty list means the split is safe)."""
+def check_expanded_folds(folds: list[dict], real_case_ids, synthetic_sources: dict[str, str]) -> list[SplitProblem]:
+    """Every broken placement rule, fold by fold (an empty list means the cases are placed safely).
+
+    Generator leakage is not a placement rule; ``leaks_by_generator`` decides it.
+    """
     real = set(real_case_ids)
     problems = []
     for i, f in enumerate(folds):
@@ -107,9 +123,4 @@ def check_expanded_folds(folds: list[dict], real_case_ids, synthetic_sources: di
         if leaked:
             problems.append(SplitProblem(i, f"synthetic case(s) in training whose source case is validated in this "
                                             f"fold: {', '.join(leaked[:5])}"))
-        for generator, trained_on in (trained_on_by_generator or {}).items():
-            seen = sorted(val & set(trained_on))
-            if seen:
-                problems.append(SplitProblem(i, f"generator '{generator}' was trained on {len(seen)} validation "
-                                                f"case(s) of this fold: {', '.join(seen[:5])}"))
     return problems

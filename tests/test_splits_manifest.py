@@ -7,7 +7,7 @@ from nnunet_synth.errors import SynthError
 from nnunet_synth.manifest import (GeneratorRecord, Manifest, SyntheticCase, merge_manifests,
                                    parse_synthetic_case_id, sample_seed, synthetic_case_id)
 from nnunet_synth.splits import (check_expanded_folds, default_folds, expanded_folds, fold_training_cases,
-                                 leaked_folds, real_folds)
+                                 leaked_folds, leaks_by_generator, real_folds)
 
 CASES = [f"c{i:02d}" for i in range(10)]
 
@@ -112,9 +112,19 @@ def test_broken_splits_are_reported_per_fold():
     sources = {"c00_syn000": "c00", "c01_syn000": "c01"}
     broken = [{"train": ["c02", "c00_syn000"], "val": ["c00", "c01_syn000"]},
               {"train": ["c03", "zz"], "val": ["c01"]}]
-    messages = [(p.fold, p.message) for p in check_expanded_folds(broken, CASES, sources, {"g": {"c01"}})]
+    messages = [(p.fold, p.message) for p in check_expanded_folds(broken, CASES, sources)]
     assert (0, "synthetic case(s) in validation: c01_syn000") in messages
     assert any(f == 0 and "source case is validated in this fold: c00_syn000" in m for f, m in messages)
     assert (1, "unknown case(s) zz") in messages
-    assert any(f == 1 and "generator 'g' was trained on 1 validation case(s)" in m for f, m in messages)
+    assert len(messages) == 3
     assert leaked_folds(broken, {"c01"}) == {1: ["c01"]}
+
+
+def test_leakage_is_decided_per_generator():
+    folds = [{"train": CASES[2:], "val": CASES[:2]}, {"train": CASES[:8], "val": CASES[8:]},
+             {"train": CASES[:2] + CASES[4:], "val": CASES[2:4]}]
+    leaks = leaks_by_generator(folds, {"a": CASES[2:], "b": ["c09", "c03", "c00"], "clean": []})
+    assert leaks == {"a": {1: ["c08", "c09"], 2: ["c02", "c03"]}, "b": {0: ["c00"], 1: ["c09"], 2: ["c03"]}}
+    assert list(leaks) == ["a", "b"]
+    assert leaks_by_generator(folds, {"a": CASES[2:4]}) == {"a": {2: ["c02", "c03"]}}
+    assert leaks_by_generator(folds, {}) == {}

@@ -11,17 +11,16 @@ is counted from the batches and written to the log every epoch.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_synth.atomic import read_json
 from nnunet_synth.errors import SynthError
-from nnunet_synth.expand import EXPANSION_FILE
-from nnunet_synth.manifest import Manifest
-from nnunet_synth.splits import check_expanded_folds
+from nnunet_synth.manifest import EXPANSION_FILE, Manifest
+from nnunet_synth.splits import check_expanded_folds, leaks_by_generator
 from nnunet_synth.training.dataloaders import PluggableLoaderMixin
 
 
@@ -40,6 +39,29 @@ def synthetic_sampling_probabilities(identifiers, synthetic: set[str], p: float 
     return probs / probs.sum()
 
 
+def check_training_fold(fold, dataset_name: str, train: list[str], val: list[str], manifest: Manifest,
+                        expansion: dict) -> None:
+    """Refuse a fold whose split breaks a rule of DESIGN.md, judged on the split nnU-Net is about to use.
+
+    The split is judged again (not looked up in expansion.json's refused folds)
+    because splits_final.json may have been edited since `nnunet-synth expand`
+    wrote it; leakage is decided by the same function that expand used.
+    """
+    split = [{"train": train, "val": val}]
+    if not expansion.get("allow_leakage"):
+        leaks = leaks_by_generator(split, {gid: g.trained_on for gid, g in manifest.generators.items()})
+        if leaks:
+            seen = "; ".join(f"generator '{gid}' was trained on {', '.join(per_fold[0][:5])}"
+                             for gid, per_fold in leaks.items())
+            raise SynthError(f"fold {fold} of {dataset_name} was refused: its validation cases include cases a "
+                             f"generator was trained on ({seen}; see {EXPANSION_FILE}); rerun `nnunet-synth "
+                             f"expand` with --allow-leakage to train it anyway")
+    problems = check_expanded_folds(split, expansion["real_cases"], manifest.sources())
+    if problems:
+        raise SynthError(f"fold {fold} of {dataset_name} breaks the split rules: "
+                         + "; ".join(p.message for p in problems))
+
+
 class SynthExpandTrainer(PluggableLoaderMixin, nnUNetTrainer):
     synthetic_probability: float | None = None
 
@@ -56,26 +78,14 @@ class SynthExpandTrainer(PluggableLoaderMixin, nnUNetTrainer):
         if not os.path.isfile(expansion_path):
             raise SynthError(f"{expansion_path}: missing; {self.__class__.__name__} trains on datasets built by "
                              f"`nnunet-synth expand` (use nnUNetTrainer for a plain dataset)")
-        with open(expansion_path) as f:
-            expansion = json.load(f)
-        return Manifest.load(base), expansion
+        return Manifest.load(base), read_json(expansion_path)
 
     def do_split(self):
         tr_keys, val_keys = super().do_split()
         manifest, expansion = self._expansion_records()
-        if self.fold != "all" and int(self.fold) in expansion.get("refused_folds", []):
-            raise SynthError(f"fold {self.fold} of {self.plans_manager.dataset_name} was refused by "
-                             f"`nnunet-synth expand`: a generator was trained on its validation cases "
-                             f"(see {EXPANSION_FILE}; rerun expand with --allow-leakage to train it anyway)")
-        sources = manifest.sources()
-        trained_on = {} if expansion.get("allow_leakage") else \
-            {gid: set(g.trained_on) for gid, g in manifest.generators.items()}
-        problems = check_expanded_folds([{"train": list(tr_keys), "val": list(val_keys)}],
-                                        expansion["real_cases"], sources, trained_on)
-        if problems:
-            raise SynthError(f"fold {self.fold} of {self.plans_manager.dataset_name} breaks the split rules: "
-                             + "; ".join(p.message for p in problems))
-        self._synthetic_cases = set(sources)
+        check_training_fold(self.fold, self.plans_manager.dataset_name, list(tr_keys), list(val_keys),
+                            manifest, expansion)
+        self._synthetic_cases = set(manifest.sources())
         n_syn = sum(k in self._synthetic_cases for k in tr_keys)
         self.print_to_log_file(f"split check passed: {len(tr_keys) - n_syn} real + {n_syn} synthetic training "
                                f"cases, {len(val_keys)} real validation cases")
