@@ -13,7 +13,6 @@ from nnunet_synth.diffboost.loader import DiffBoostDataLoader
 from nnunet_synth.diffboost.mask import PatchMixMaskTransform
 from nnunet_synth.diffboost.store import TwinStore
 from nnunet_synth.diffboost.transforms import PerHalfTransform, twin_pipeline
-from nnunet_synth.errors import SynthError
 
 SHIFT = 3.25
 
@@ -85,12 +84,6 @@ def test_mask_transform_per_half_uses_real_channel_indices():
     seg[:, :24] = -1                                     # outside the non-zero region: both halves masked
     out = wrapped(image=torch.cat((real, real + SHIFT)), segmentation=seg)
     assert out["twin"].shape == out["image"].shape
-
-
-def test_cascade_is_refused():
-    from batchgeneratorsv2.transforms.nnunet.seg_to_onehot import MoveSegAsOneHotToDataTransform
-    with pytest.raises(SynthError, match="cascaded"):
-        twin_pipeline(ComposeTransforms([MoveSegAsOneHotToDataTransform(1, [1])]))
 
 
 class InMemoryDataset:

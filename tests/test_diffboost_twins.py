@@ -10,7 +10,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from conftest import run_command, venv_command
-from nnunet_synth.diffboost.store import TWIN_FOLDER, TWIN_MANIFEST
+from nnunet_synth.manifest import TWINS_FILE as TWIN_MANIFEST, TWINS_FOLDER as TWIN_FOLDER
 from nnunet_synth.diffboost.trainer import DiffBoostTrainer
 from nnunet_synth.diffboost.twins import preprocess_twins
 from nnunet_synth.errors import SynthError

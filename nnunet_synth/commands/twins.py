@@ -4,8 +4,9 @@ The twins (kind "twin", kept by the quality filter) listed in the synthetic
 dataset's synthesis.json are preprocessed with the REAL dataset's plans and
 each real case's own crop box, and stored in
 nnUNet_preprocessed/<real>/<data identifier>/diffboost_twins/ with a
-twins.json manifest. Run it after nnUNetv2_plan_and_preprocess for the real
-dataset, once per configuration you train.
+twins.json manifest and a copy of synthesis.json (training then needs no
+nnUNet_raw). Run it after nnUNetv2_plan_and_preprocess for the real dataset,
+once per configuration you train.
 
 Example:
   nnUNetv2_plan_and_preprocess -d 901 -c 2d

@@ -44,9 +44,7 @@ class DiffBoostDataLoader(nnUNetDataLoader):
 
     def load_sample(self, j: int, key: str) -> tuple[torch.Tensor, torch.Tensor, str | None]:
         """(real and twin stacked as 2C channels, segmentation, twin id), cropped and padded, not augmented."""
-        data, seg, seg_prev, properties = self._data.load_case(key)
-        if seg_prev is not None:
-            raise RuntimeError("DiffBoost does not support cascaded configurations")
+        data, seg, _, properties = self._data.load_case(key)   # no previous stage: the trainer refuses cascades
         bbox_lbs, bbox_ubs = self.get_bbox(data.shape[1:], self.get_do_oversample(j), properties['class_locations'])
         bbox = [[lb, ub] for lb, ub in zip(bbox_lbs, bbox_ubs)]
         real = crop_and_pad_nd(data, bbox, 0)

@@ -3,7 +3,9 @@
 Twins of a configuration are stored in ``<data_identifier>/diffboost_twins/``
 inside the real dataset's preprocessed folder: a subfolder, because nnU-Net
 takes every ``*.b2nd`` directly in ``<data_identifier>/`` for a training case.
-``twins.json`` there records what the twins were made from (the twin manifest).
+``twins.json`` there records what the twins were made from (the twin manifest);
+beside it lies a copy of the synthetic dataset's ``synthesis.json``, so the
+trainer reads leakage information without nnUNet_raw.
 """
 from __future__ import annotations
 
@@ -13,18 +15,31 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import blosc2
 import numpy as np
 
 from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
+from nnunet_synth.manifest import MANIFEST_FILE, TWINS_FILE, TWINS_FOLDER, Manifest, file_hash
 
-TWIN_FOLDER = "diffboost_twins"
-TWIN_MANIFEST = "twins.json"
 FORMAT_VERSION = 1
 
 
 def twin_folder(preprocessed_configuration_folder: str | os.PathLike) -> Path:
-    return Path(preprocessed_configuration_folder) / TWIN_FOLDER
+    return Path(preprocessed_configuration_folder) / TWINS_FOLDER
+
+
+def refuse_cascaded(configuration_manager, configuration: str, where: str) -> None:
+    """DiffBoost's one cascade guard (twin preprocessing and trainer both call it).
+
+    A cascaded configuration stacks the previous stage's segmentation onto the
+    image channels, which the loader and the twin pipeline would mix up with
+    the twin's channels.
+    """
+    previous = configuration_manager.previous_stage_name
+    if previous is not None:
+        raise SynthError(f"{where}: configuration '{configuration}' is cascaded "
+                         f"(previous stage '{previous}'); DiffBoost supports 2d and 3d_fullres")
 
 
 def plans_fingerprint(plans_manager, configuration_manager) -> str:
@@ -57,13 +72,13 @@ class TwinManifest:
     real_only: list[str] = field(default_factory=list)          # real cases allowed to train without twins
 
     def save(self, folder: str | os.PathLike) -> Path:
-        path = Path(folder) / TWIN_MANIFEST
+        path = Path(folder) / TWINS_FILE
         write_json_atomic(path, {"format_version": FORMAT_VERSION, **asdict(self)})
         return path
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "TwinManifest":
-        path = Path(folder) / TWIN_MANIFEST
+        path = Path(folder) / TWINS_FILE
         obj = read_json(path, "preprocess the twins for this configuration (nnunet-synth twins -d REAL_ID "
                               "-s SYNTH_ID -c CONFIGURATION)")
         if not isinstance(obj, dict) or obj.pop("format_version", None) != FORMAT_VERSION:
@@ -72,6 +87,25 @@ class TwinManifest:
             return cls(**obj)
         except TypeError as e:
             raise SynthError(f"{path}: malformed ({e}); rerun nnunet-synth twins") from None
+
+    def load_synthesis(self, folder: str | os.PathLike, rerun: str) -> Manifest:
+        """The copy of synthesis.json beside ``twins.json``, refused if it is not the one the twins were made from.
+
+        If the synthetic dataset is still in nnUNet_raw, its synthesis.json must
+        be unchanged too (kept cases or training cases of the generator may
+        have changed since); without nnUNet_raw the copy alone decides.
+        """
+        copy = Path(folder) / MANIFEST_FILE
+        if not copy.is_file():
+            raise SynthError(f"{copy}: missing; {rerun}")
+        if file_hash(copy) != self.synthesis_manifest_hash:
+            raise SynthError(f"{copy}: differs from the synthesis.json the twins were made from "
+                             f"(its hash is in {TWINS_FILE}); {rerun}")
+        raw = os.environ.get("nnUNet_raw")
+        source = Path(raw) / self.synthetic_dataset / MANIFEST_FILE if raw else None
+        if source is not None and source.is_file() and file_hash(source) != self.synthesis_manifest_hash:
+            raise SynthError(f"{source}: changed since the twins were preprocessed; {rerun}")
+        return Manifest.load(folder)
 
 
 class TwinStore:
@@ -98,8 +132,6 @@ class TwinStore:
     def open(self, twin_id: str):
         handle = self._open.get(twin_id)
         if handle is None:
-            import blosc2
-
             path = self.path(twin_id)
             if not path.is_file():
                 raise SynthError(f"{path}: missing twin; rerun nnunet-synth twins for this configuration")
@@ -118,8 +150,6 @@ class TwinStore:
 
     def check_against(self, real_folder: str | os.PathLike, cases) -> None:
         """Every twin exists and has the shape of its real preprocessed case."""
-        import blosc2
-
         for case in cases:
             real_shape = blosc2.open(urlpath=str(Path(real_folder) / f"{case}.b2nd"), mode="r").shape
             for twin_id in self.twins.get(case, []):

@@ -31,9 +31,11 @@ from torch import nn
 from nnunet_synth.atomic import atomic_path, write_json_atomic
 from nnunet_synth.diffboost.loader import DiffBoostDataLoader
 from nnunet_synth.diffboost.mask import PatchMixMaskTransform, resolve_patch_edge
-from nnunet_synth.diffboost.store import TWIN_MANIFEST, TwinManifest, TwinStore, plans_fingerprint, twin_folder
+from nnunet_synth.diffboost.store import TwinManifest, TwinStore, plans_fingerprint, refuse_cascaded, twin_folder
 from nnunet_synth.diffboost.transforms import twin_pipeline
 from nnunet_synth.errors import SynthError
+from nnunet_synth.manifest import TWINS_FILE, file_hash
+from nnunet_synth.splits import leaked_folds
 from nnunet_synth.training.dataloaders import PluggableLoaderMixin
 
 MIX_MODES = ("output", "input")
@@ -84,6 +86,7 @@ class DiffBoostTrainer(PluggableLoaderMixin, nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         name = type(self).__name__
+        refuse_cascaded(self.configuration_manager, configuration, name)
         if self.mix_mode not in MIX_MODES:
             raise SynthError(f"{name}.mix_mode is {self.mix_mode!r}; expected one of {MIX_MODES}")
         if not 0.0 <= float(self.alpha) <= 1.0:
@@ -133,24 +136,16 @@ class DiffBoostTrainer(PluggableLoaderMixin, nnUNetTrainer):
     # -- twins and their guards ---------------------------------------------------------
     def open_twins(self, train_keys, val_keys) -> TwinStore:
         """The twins of the training cases, after every check that must pass before training."""
-        from nnunet_synth.manifest import Manifest, manifest_hash
-        from nnunet_synth.manifest import file_hash
-        from nnunet_synth.raw_dataset import find_raw_dataset
-        from nnunet_synth.splits import leaked_folds
-
         folder = twin_folder(self.preprocessed_dataset_folder)
         tm = TwinManifest.load(folder)
         rerun = (f"rerun nnunet-synth twins -d {self.plans_manager.dataset_name} -s {tm.synthetic_dataset} "
                  f"-c {self.configuration_name} -p {self.plans_manager.plans_name}")
         if (tm.configuration != self.configuration_name
                 or tm.plans_fingerprint != plans_fingerprint(self.plans_manager, self.configuration_manager)):
-            raise SynthError(f"{folder / TWIN_MANIFEST}: twins were preprocessed with other plans "
+            raise SynthError(f"{folder / TWINS_FILE}: twins were preprocessed with other plans "
                              f"({tm.plans_identifier}, configuration {tm.configuration}) than this training "
                              f"({self.plans_manager.plans_name}, {self.configuration_name}); {rerun}")
-        synthetic_folder = find_raw_dataset(tm.synthetic_dataset)
-        manifest = Manifest.load(synthetic_folder)
-        if manifest_hash(synthetic_folder) != tm.synthesis_manifest_hash:
-            raise SynthError(f"{synthetic_folder}/synthesis.json: changed since the twins were preprocessed; {rerun}")
+        manifest = tm.load_synthesis(folder, rerun)
 
         if self.fold != "all":
             leaked = leaked_folds([{"train": list(train_keys), "val": list(val_keys)}], manifest.trained_on())
@@ -164,15 +159,15 @@ class DiffBoostTrainer(PluggableLoaderMixin, nnUNetTrainer):
 
         missing = sorted(set(train_keys) - set(tm.twins) - set(tm.real_only))
         if missing:
-            raise SynthError(f"{folder / TWIN_MANIFEST}: no twins for training case(s) {', '.join(missing[:5])}; {rerun}")
+            raise SynthError(f"{folder / TWINS_FILE}: no twins for training case(s) {', '.join(missing[:5])}; {rerun}")
         store = TwinStore(folder, {k: tm.twins.get(k, []) for k in train_keys}, self.twins_per_case)
         store.check_against(self.preprocessed_dataset_folder, train_keys)
         self.twin_manifest = tm
         if self.local_rank == 0:
             write_json_atomic(Path(self.output_folder) / RECORD_FILE, {
                 "settings": self.diffboost_settings(),
-                "twin_manifest": str(folder / TWIN_MANIFEST),
-                "twin_manifest_hash": file_hash(folder / TWIN_MANIFEST),
+                "twin_manifest": str(folder / TWINS_FILE),
+                "twin_manifest_hash": file_hash(folder / TWINS_FILE),
                 "synthetic_dataset": tm.synthetic_dataset,
                 "synthesis_manifest_hash": tm.synthesis_manifest_hash,
                 "real_only_cases": sorted(set(train_keys) & set(tm.real_only)),
@@ -181,9 +176,6 @@ class DiffBoostTrainer(PluggableLoaderMixin, nnUNetTrainer):
 
     # -- data (nnU-Net's get_dataloaders, via PluggableLoaderMixin) ----------------------
     def get_tr_and_val_datasets(self):
-        if self.is_cascaded:
-            raise SynthError(f"{type(self).__name__}: cascaded configurations are not supported "
-                             f"({self.configuration_name}); use 2d or 3d_fullres")
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
         self.twins = self.open_twins(dataset_tr.identifiers, dataset_val.identifiers)
         return dataset_tr, dataset_val

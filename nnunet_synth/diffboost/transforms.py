@@ -17,12 +17,10 @@ import random
 import numpy as np
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform, ImageOnlyTransform
-from batchgeneratorsv2.transforms.nnunet.seg_to_onehot import MoveSegAsOneHotToDataTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
 from batchgeneratorsv2.transforms.utils.random import OneOfTransform, RandomTransform
 
-from nnunet_synth.errors import SynthError
 
 
 def _random_state():
@@ -86,9 +84,6 @@ def _intensity_only(t: BasicTransform) -> bool:
 
 
 def _rewrite(t: BasicTransform, synchronize: bool) -> BasicTransform:
-    if isinstance(t, MoveSegAsOneHotToDataTransform):
-        raise SynthError("DiffBoost does not support cascaded configurations (the previous stage's "
-                         "segmentation would be stacked with the twin's channels); train 3d_fullres or 2d instead")
     if _intensity_only(t):
         return PerHalfTransform(t, synchronize)
     if isinstance(t, ComposeTransforms):

@@ -9,8 +9,11 @@ case's non-zero region), and resampling to exactly the real preprocessed
 shape. Twins are written with the real case's blosc2 chunking, so the trainer
 decompresses only the chunks its crop box touches.
 
-The whole set is built in a temporary folder and renamed into place at the
-end: a failed run changes nothing, and nnU-Net never sees a twin as a case.
+The synthetic dataset's ``synthesis.json`` is copied beside ``twins.json``
+(which records its hash), so training reads leakage information from the
+preprocessed folder alone. The whole set is built in a temporary folder and
+renamed into place at the end: a failed run changes nothing, and nnU-Net never
+sees a twin as a case.
 """
 from __future__ import annotations
 
@@ -22,11 +25,19 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import blosc2
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
+from batchgenerators.utilities.file_and_folder_operations import load_json, load_pickle
+from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from tqdm import tqdm
 
-from nnunet_synth.diffboost.store import TwinManifest, plans_fingerprint, twin_folder
+from nnunet_synth.diffboost.store import TwinManifest, plans_fingerprint, refuse_cascaded, twin_folder
 from nnunet_synth.errors import SynthError
+from nnunet_synth.manifest import MANIFEST_FILE, Manifest, file_hash, manifest_hash
+from nnunet_synth.raw_dataset import RawDataset, find_raw_dataset, nnunet_preprocessed_root, read_with
 
 
 @dataclass
@@ -45,15 +56,6 @@ class CaseJob:
 
 def preprocess_case(job: CaseJob) -> list[str]:
     """Write ``{twin}.b2nd`` for every twin of ``job.case``; returns the twin ids."""
-    import blosc2
-    from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
-    from batchgenerators.utilities.file_and_folder_operations import load_pickle
-    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
-    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from nnunet_synth.raw_dataset import read_with  # nnU-Net's readers, with one-line errors naming the file
-
     pm = PlansManager(job.plans_file)
     cm = pm.get_configuration(job.configuration)
     rw = pm.image_reader_writer_class()
@@ -105,13 +107,6 @@ def preprocess_case(job: CaseJob) -> list[str]:
 def plan_jobs(real: str, synthetic: str, configuration: str, plans_identifier: str = "nnUNetPlans",
               allow_real_only: bool = False):
     """Check the inputs and list the work: (jobs, twin manifest without files, configuration folder)."""
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from nnunet_synth.manifest import Manifest, manifest_hash
-    from nnunet_synth.raw_dataset import RawDataset, nnunet_preprocessed_root
-
     real_raw, synth_raw = RawDataset.open(real), RawDataset.open(synthetic)
     manifest = Manifest.load(synth_raw.folder)
     if manifest.real_dataset != real_raw.name:
@@ -130,8 +125,7 @@ def plan_jobs(real: str, synthetic: str, configuration: str, plans_identifier: s
         raise SynthError(f"{plans_file}: no configuration '{configuration}' "
                          f"(available: {', '.join(pm.available_configurations)})")
     cm = pm.get_configuration(configuration)
-    if cm.previous_stage_name is not None:
-        raise SynthError(f"configuration '{configuration}' is cascaded; DiffBoost supports 2d and 3d_fullres")
+    refuse_cascaded(cm, configuration, str(plans_file))
     folder = base / cm.data_identifier
     real_cases = sorted(nnUNetDatasetBlosc2.get_identifiers(str(folder))) if folder.is_dir() else []
     if not real_cases:
@@ -172,6 +166,10 @@ def preprocess_twins(real: str, synthetic: str, configuration: str, plans_identi
     staging = folder / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
+        source = find_raw_dataset(synthetic) / MANIFEST_FILE
+        shutil.copyfile(source, staging / MANIFEST_FILE)
+        if file_hash(staging / MANIFEST_FILE) != tm.synthesis_manifest_hash:
+            raise SynthError(f"{source}: changed while the twins were being prepared; rerun nnunet-synth twins")
         for job in jobs:
             job.output_folder = str(staging)
         bar = tqdm(total=sum(len(j.twins) for j in jobs), desc="preprocessing twins", unit="twin", disable=not progress)
