@@ -1,4 +1,8 @@
-"""The environment nnU-Net and nnunet_synth need: the checks of ``nnunet-synth doctor`` and the trainer folder."""
+"""The environment nnU-Net and nnunet_synth need: the checks of ``nnunet-synth doctor`` and the trainer folder.
+
+Nothing here imports torch or nnU-Net: doctor must work, and say what to do,
+where they are missing or broken.
+"""
 from __future__ import annotations
 
 import os
@@ -6,6 +10,9 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import nnunet_synth_trainers
 
 NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 MIN_FREE_GB = 10.0
@@ -13,13 +20,13 @@ MIN_FREE_GB = 10.0
 
 def trainer_folder() -> str:
     """The folder nnUNet_extTrainer must point to (checkout or installed wheel)."""
-    import nnunet_synth_trainers
-
     return os.path.dirname(os.path.abspath(nnunet_synth_trainers.__file__))
 
 
 @dataclass
 class Check:
+    """One line of doctor's report; ``fix`` is the shell line that repairs a failed check."""
+
     name: str
     ok: bool
     detail: str
@@ -67,8 +74,6 @@ def check_ext_trainer() -> Check:
 
 
 def check_nnunet_version() -> Check:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         v = version("nnunetv2")
     except PackageNotFoundError:
@@ -81,18 +86,9 @@ def check_nnunet_version() -> Check:
 
 
 def run_checks(min_free_gb: float = MIN_FREE_GB) -> list[Check]:
+    """Every check of ``nnunet-synth doctor``; free disk below ``min_free_gb`` is a warning."""
     checks = [check_nnunet_version(), check_torch_pair(), check_ext_trainer()]
     for name in NNUNET_FOLDER_VARIABLES:
         checks.extend(check_folder_variable(name, min_free_gb))
     return checks
 
-
-def report(checks: list[Check]) -> int:
-    for c in checks:
-        mark = "ok  " if c.ok else ("FAIL" if c.required else "warn")
-        print(f"[{mark}] {c.name}: {c.detail}")
-        if not c.ok and c.fix:
-            print(f"       fix: {c.fix}")
-    failed = [c for c in checks if not c.ok and c.required]
-    print(f"{len(failed)} problem(s) to fix." if failed else "Everything nnunet_synth needs is in place.")
-    return 1 if failed else 0

@@ -81,3 +81,19 @@ def test_doctor_prints_the_fix_for_each_problem(monkeypatch, tmp_path, capsys):
 def test_trainer_path_command(capsys):
     assert main(["trainer-path"]) == 0
     assert capsys.readouterr().out.strip() == trainer_folder()
+
+
+def test_make_setup_doctor_runs_as_a_module_without_importing_torch():
+    """`make setup` ends with `python -m nnunet_synth.commands.doctor --require-torch`.
+
+    torch is checked in a child interpreter, so a broken torch is reported rather than
+    crashing doctor itself; doctor's own process therefore imports neither torch nor numpy.
+    """
+    code = ("import runpy, sys\nsys.argv = ['doctor', '--require-torch']\n"
+            "try:\n    runpy.run_module('nnunet_synth.commands.doctor', run_name='__main__')\n"
+            "except SystemExit as e:\n    print('EXIT', e.code)\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'numpy', 'nnunetv2') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[ok  ] torch + torchvision" in proc.stdout
+    assert "EXIT 0" in proc.stdout and "HEAVY []" in proc.stdout

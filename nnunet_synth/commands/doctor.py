@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from nnunet_synth.environment import MIN_FREE_GB, check_torch_pair, report, run_checks
+from nnunet_synth.environment import MIN_FREE_GB, Check, check_torch_pair, run_checks
 
 
 def add_arguments(parser) -> None:
@@ -20,13 +20,20 @@ def add_arguments(parser) -> None:
                         help=f"warn below this much free disk in an nnU-Net folder (default {MIN_FREE_GB})")
 
 
-
 def run(args) -> int:
-    if args.require_torch:
-        return report([check_torch_pair()])
-    return report(run_checks(args.min_free_gb))
+    return report([check_torch_pair()] if args.require_torch else run_checks(args.min_free_gb))
 
 
+def report(checks: list[Check]) -> int:
+    """Print one line per check (and the fix of each failed one); 1 if a required check failed."""
+    for c in checks:
+        mark = "ok  " if c.ok else ("FAIL" if c.required else "warn")
+        print(f"[{mark}] {c.name}: {c.detail}")
+        if not c.ok and c.fix:
+            print(f"       fix: {c.fix}")
+    failed = [c for c in checks if not c.ok and c.required]
+    print(f"{len(failed)} problem(s) to fix." if failed else "Everything nnunet_synth needs is in place.")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
