@@ -79,3 +79,8 @@ def read_json(path: str | os.PathLike, hint: str = ""):
         raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}){suffix}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SynthError(f"{path}: cannot be read ({type(e).__name__}){suffix}") from None
+
+
+def same_json(a, b) -> bool:
+    """Equality after a JSON round trip (tuples become lists, keys become strings)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

@@ -16,7 +16,7 @@ information from it and nowhere else (DESIGN.md). Format (version 1)::
       },
       "cases": {
         "case_001_syn000": {"generator": "<generator id>", "source_case": "case_001",
-                            "kind": "twin", "seed": 123, "prompt": null,
+                            "kind": "twin", "seed": 123, "prompt": null,   # kind: twin | new | inpaint
                             "kept": true, "extra": {}}
       }
     }
@@ -36,20 +36,23 @@ from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 
 MANIFEST_FILE = "synthesis.json"
+# A generator's model folder: the dataset, fold and real cases it was trained on (copied into synthesis.json).
+TRAINING_CASES_FILE = "training_cases.json"
 EXPANSION_FILE = "expansion.json"
 # DiffBoost twins: a subfolder of the real preprocessed configuration folder, with its own manifest
 # and a copy of the synthetic dataset's MANIFEST_FILE (so training does not need nnUNet_raw).
 TWINS_FOLDER = "diffboost_twins"
 TWINS_FILE = "twins.json"
 FORMAT_VERSION = 1
-KINDS = ("twin", "new")
-_KIND_TAG = {"twin": "syn", "new": "new"}
-_CASE_ID_PATTERN = re.compile(r"^(?P<source>.+)_(?P<tag>syn|new)(?P<k>\d{3,})$")
+KINDS = ("twin", "new", "inpaint")
+_KIND_TAG = {"twin": "syn", "new": "new", "inpaint": "inp"}
+_TAG_KIND = {tag: kind for kind, tag in _KIND_TAG.items()}
+_CASE_ID_PATTERN = re.compile(r"^(?P<source>.+)_(?P<tag>syn|new|inp)(?P<k>\d{3,})$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 def synthetic_case_id(source_case: str, kind: str, k: int) -> str:
-    """``{source}_syn{k:03d}`` for twins, ``{source}_new{k:03d}`` for new pairs."""
+    """``{source}_syn{k:03d}`` for twins, ``{source}_new{k:03d}`` for new pairs, ``{source}_inp{k:03d}`` for inpainted lesions."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if k < 0:
@@ -62,8 +65,7 @@ def parse_synthetic_case_id(case_id: str) -> tuple[str, str, int] | None:
     m = _CASE_ID_PATTERN.match(case_id)
     if m is None:
         return None
-    kind = "twin" if m["tag"] == "syn" else "new"
-    return m["source"], kind, int(m["k"])
+    return m["source"], _TAG_KIND[m["tag"]], int(m["k"])
 
 
 def sample_seed(base_seed: int, source_case: str, k: int) -> int:

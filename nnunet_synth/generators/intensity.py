@@ -37,3 +37,17 @@ def to_source_intensities(generated: np.ndarray, source_image: np.ndarray) -> np
     if generated.shape[0] != source_image.shape[0]:
         raise ValueError(f"generated image has {generated.shape[0]} channels, the source {source_image.shape[0]}")
     return match_histograms(generated.astype(np.float64), source_image.astype(np.float64), channel_axis=0)
+
+
+def denormalise(normalised: np.ndarray, source_image: np.ndarray) -> np.ndarray:
+    """The inverse of ``normalise_image`` for ``source_image``: [-1, 1] back to its raw intensity scale.
+
+    For inpainting, where a generator repaints part of the source's own
+    normalised image: the painted voxels go back onto the source's scale
+    linearly, so they sit among the untouched raw voxels around them.
+    """
+    out = np.empty(normalised.shape, dtype=np.float64)
+    for c, (channel, source) in enumerate(zip(normalised, source_image)):
+        lo, hi = np.percentile(source, CLIP_PERCENTILES)
+        out[c] = lo + (channel.astype(np.float64) + 1.0) * 0.5 * (hi - lo)
+    return out

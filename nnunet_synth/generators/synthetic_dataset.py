@@ -11,13 +11,14 @@ concurrent processes never see or remove each other's temporary files.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
+from nnunet_synth.atomic import read_json, remove_stale_temp_files, same_json, write_json_atomic
 from nnunet_synth.errors import SynthError
-from nnunet_synth.generators.framework import atomic_json, same_json
+from nnunet_synth.manifest import MANIFEST_FILE, Manifest, SyntheticCase
+from nnunet_synth.raw_dataset import case_complete, case_files, file_dtype, nnunet_raw_root, write_case
 
 PARTS = ".synthesis_parts"
 PARAMETERS = "parameters.json"
@@ -25,8 +26,6 @@ PARAMETERS = "parameters.json"
 
 def output_folder(synth_id: int, name: str, real) -> Path:
     """``nnUNet_raw/DatasetXXX_name``; refuses an id that another dataset already uses."""
-    from nnunet_synth.raw_dataset import nnunet_raw_root
-
     if not 1 <= synth_id <= 999:
         raise SynthError(f"-o {synth_id}: nnU-Net dataset ids are 1 to 999")
     if not name or any(ch in name for ch in " /\\"):
@@ -43,13 +42,11 @@ def output_folder(synth_id: int, name: str, real) -> Path:
 
 def folder_state(folder: Path, identity: dict) -> str:
     """``new``, ``resume`` (same parameters, unfinished), ``complete`` (same parameters), or ``conflict``."""
-    from nnunet_synth.manifest import MANIFEST_FILE, Manifest
-
     parts = folder / PARTS
     if not folder.exists() or _holds_nothing(folder):
         return "new"
     if (parts / PARAMETERS).is_file():
-        return "resume" if same_json(json.loads((parts / PARAMETERS).read_text()), identity) else "conflict"
+        return "resume" if same_json(read_json(parts / PARAMETERS), identity) else "conflict"
     if (folder / MANIFEST_FILE).is_file():
         manifest = Manifest.load(folder)
         record = manifest.generators.get(folder.name)
@@ -71,12 +68,10 @@ def _holds_nothing(folder: Path) -> bool:
 
 def prepare(folder: Path, identity: dict, state: str) -> None:
     """Main process only: make the folder ready for writing (``new`` or ``resume``)."""
-    from nnunet_synth.atomic import remove_stale_temp_files
-
     parts = folder / PARTS
     parts.mkdir(parents=True, exist_ok=True)
     if state == "new":
-        atomic_json(parts / PARAMETERS, identity)
+        write_json_atomic(parts / PARAMETERS, identity, sort_keys=True)
     for sub in (folder / "imagesTr", folder / "labelsTr", parts):
         remove_stale_temp_files(sub)
 
@@ -86,16 +81,12 @@ def record_path(folder: Path, case_id: str) -> Path:
 
 
 def is_done(folder: Path, case_id: str, num_channels: int, file_ending: str) -> bool:
-    from nnunet_synth.raw_dataset import case_complete
-
     # The record is written after the files, so both together mean a finished case.
     return record_path(folder, case_id).is_file() and case_complete(folder, case_id, num_channels, file_ending)
 
 
 def write_case_files(folder: Path, case_id: str, images, seg, source, real, process_index: int) -> None:
     """Write one case with the source's geometry and dtype, via this process's staging folder."""
-    from nnunet_synth.raw_dataset import case_files, file_dtype, write_case
-
     staging = folder / PARTS / f"staging-{process_index}"
     if staging.exists():
         shutil.rmtree(staging)  # leftovers of a killed run; the case is rewritten from scratch
@@ -113,14 +104,12 @@ def finish(folder: Path, real, case_ids: list[str], generator_record) -> None:
     """Main process, after every shard is done: dataset.json, synthesis.json, then drop the parts."""
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-    from nnunet_synth.manifest import Manifest, SyntheticCase
-
     parts = folder / PARTS
     missing = [c for c in case_ids if not record_path(folder, c).is_file()]
     if missing:
         raise RuntimeError(f"{folder}: {len(missing)} case(s) were not generated (first: {missing[0]}); "
                            f"rerun the same command to resume")
-    cases = {c: SyntheticCase(**json.loads(record_path(folder, c).read_text())) for c in case_ids}
+    cases = {c: SyntheticCase(**read_json(record_path(folder, c))) for c in case_ids}
     # nnU-Net's writer is not atomic: write into the parts folder, then rename.
     scratch = parts / "dataset_json"
     scratch.mkdir(exist_ok=True)

@@ -1,4 +1,4 @@
-"""Targeted generation (``--worst N --baseline RESULTS_FOLDER``): the cases a baseline segmented worst.
+"""Targeted generation (``--worst N --baseline RESULTS_FOLDER``): the cases a baseline model segmented worst.
 
 The baseline is an nnU-Net training output folder: each ``fold_*/validation/summary.json``
 holds the per-case metrics of that fold's cross-validation predictions. A case's

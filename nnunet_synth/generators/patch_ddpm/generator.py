@@ -1,14 +1,13 @@
 """``PatchDDPMGenerator``: the patch-wise DDPM behind the Generator interface."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import numpy as np
-
 from nnunet_synth.errors import SynthError
-from nnunet_synth.generators.base import Generator, TrainingCase
-from nnunet_synth.generators.patch_ddpm import folder, options
+from nnunet_synth.generators.base import Generator, GenerationRequest, GenerationResponse, TrainingCase
+from nnunet_synth.generators.patch_ddpm import folder
+from nnunet_synth.generators.patch_ddpm.settings import (PatchDDPMFitOptions, PatchDDPMGenerateOptions,
+                                                         resolve_generate_options)
 
 
 class PatchDDPMGenerator(Generator):
@@ -21,6 +20,8 @@ class PatchDDPMGenerator(Generator):
     name = "patch-ddpm"
     # "new" masks are varied by the framework; this model only paints images for masks.
     supported_modes = ("twins", "new")
+    fit_settings = PatchDDPMFitOptions
+    generate_settings = PatchDDPMGenerateOptions
 
     def __init__(self, config: dict, network, device: str, model_dir: Path):
         self.config = config
@@ -29,18 +30,11 @@ class PatchDDPMGenerator(Generator):
         self.model_dir = Path(model_dir)
 
     @classmethod
-    def add_fit_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        options.add_fit_arguments(parser)
-
-    @classmethod
-    def add_generate_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        options.add_generate_arguments(parser)
-
-    @classmethod
-    def fit(cls, cases: list[TrainingCase], labels: list[int], model_dir: Path, args: argparse.Namespace) -> None:
+    def fit(cls, cases: list[TrainingCase], labels: list[int], model_dir: Path,
+            settings: PatchDDPMFitOptions) -> None:
         from nnunet_synth.generators.patch_ddpm.train import fit_model
 
-        fit_model(cases, labels, Path(model_dir), args)
+        fit_model(cases, labels, Path(model_dir), settings)
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "cpu") -> "PatchDDPMGenerator":
@@ -61,39 +55,18 @@ class PatchDDPMGenerator(Generator):
     def model_labels(self) -> list[int]:
         return list(self.config["labels"])
 
-    def sampling_options(self, args: argparse.Namespace | None) -> "SamplingOptions":
-        """Options given on the command line, else the defaults stored with the model."""
-        from nnunet_synth.generators.patch_ddpm.sample import SamplingOptions
+    def check_settings(self, settings: PatchDDPMGenerateOptions) -> PatchDDPMGenerateOptions:
+        """Options left at None take the defaults stored with the model."""
+        return resolve_generate_options(settings, self.config)
 
-        defaults = self.config["settings"]
+    def generate(self, request: GenerationRequest) -> GenerationResponse:
+        """An image for the target mask. Spacing is not used: the model works in voxel space, like its training."""
+        import numpy as np
 
-        def given(name, default):
-            value = getattr(args, name, None) if args is not None else None
-            return default if value is None else value
-
-        opts = SamplingOptions(sampler=given("sampler", "ddim"), steps=int(given("steps", defaults["sampling_steps"])),
-                               sampling=given("sampling", defaults["sampling"]),
-                               tile_overlap=float(given("tile_overlap", defaults["tile_overlap"])),
-                               tile_batch=int(given("tile_batch", 4)))
-        timesteps = self.config["scheduler"]["num_train_timesteps"]
-        if not 1 <= opts.steps <= timesteps:
-            raise SynthError(f"--steps must be between 1 and {timesteps} (the model's training timesteps), "
-                             f"got {opts.steps}")
-        if opts.sampling not in ("full", "tiled"):
-            raise SynthError(f"--sampling must be full or tiled, got {opts.sampling!r}")
-        if not 0 <= opts.tile_overlap < 1:
-            raise SynthError(f"--tile-overlap must be in [0, 1), got {opts.tile_overlap}")
-        if opts.tile_batch < 1:
-            raise SynthError(f"--tile-batch must be at least 1, got {opts.tile_batch}")
-        return opts
-
-    def generate(self, mask: np.ndarray, spacing: tuple[float, ...], seed: int,
-                 args: argparse.Namespace) -> np.ndarray:
-        """An image for ``mask``. ``spacing`` is not used: the model works in voxel space, like its training."""
         from nnunet_synth.generators.patch_ddpm.sample import check_mask, sample_image
 
-        check_mask(np.asarray(mask), self.config["spatial_dims"], self.model_labels(), str(self.model_dir))
-        if len(spacing) != mask.ndim:
-            raise SynthError(f"spacing {tuple(spacing)} has {len(spacing)} values for a {mask.ndim}D mask")
-        return sample_image(self.network, self.config, np.asarray(mask), seed, self.sampling_options(args),
-                            self.device)
+        mask = np.asarray(request.target_mask)
+        check_mask(mask, self.config["spatial_dims"], self.model_labels(), str(self.model_dir))
+        image = sample_image(self.network, self.config, mask, request.seed, self.check_settings(request.settings),
+                             self.device)
+        return GenerationResponse(image=image, mask=mask)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from monai.networks.nets.diffusion_model_unet import DiffusionModelUNet
 
-from nnunet_synth.generators.patch_ddpm.options import norm_groups
+from nnunet_synth.generators.patch_ddpm.settings import norm_groups
 
 
 def network_kwargs(spatial_dims: int, image_channels: int, n_foreground: int,
@@ -39,10 +39,6 @@ def network_kwargs(spatial_dims: int, image_channels: int, n_foreground: int,
 
 def build_network(kwargs: dict) -> DiffusionModelUNet:
     return DiffusionModelUNet(**kwargs)
-
-
-def downsampling_factor(kwargs: dict) -> int:
-    return 2 ** (len(kwargs["channels"]) - 1)
 
 
 def one_hot(seg: torch.Tensor, foreground_labels: list[int]) -> torch.Tensor:

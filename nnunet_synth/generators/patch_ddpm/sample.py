@@ -23,7 +23,6 @@ determined by (model, mask, seed, sampling options) on a given device.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,17 +31,8 @@ from tqdm import tqdm
 
 from nnunet_synth.errors import SynthError
 from nnunet_synth.generators.patch_ddpm.network import coordinates, one_hot
-
-SAMPLERS = ("ddim", "dpm")
-
-
-@dataclass
-class SamplingOptions:
-    sampler: str
-    steps: int
-    sampling: str
-    tile_overlap: float
-    tile_batch: int
+from nnunet_synth.generators.patch_ddpm.settings import SAMPLERS, PatchDDPMGenerateOptions, downsampling_factor
+from nnunet_synth.labels import check_label_values
 
 
 def make_scheduler(sampler: str, ddpm_config: dict):
@@ -146,14 +136,11 @@ def denoise(predictor, scheduler, shape: tuple[int, ...], steps: int, seed: int,
 def check_mask(mask: np.ndarray, spatial_dims: int, labels: list[int], where: str) -> None:
     if mask.ndim != spatial_dims:
         raise SynthError(f"mask has {mask.ndim} axes but the model in {where} is {spatial_dims}D")
-    extra = sorted(set(np.unique(mask).tolist()) - set(labels))
-    if extra:
-        raise SynthError(f"mask has labels {extra} that the model in {where} was not trained with "
-                         f"(model labels {labels})")
+    check_label_values(mask, labels, "the mask", allowed_from=f"the model in {where}")
 
 
 @torch.inference_mode()
-def sample_image(network, config: dict, mask: np.ndarray, seed: int, options: SamplingOptions, device,
+def sample_image(network, config: dict, mask: np.ndarray, seed: int, options: PatchDDPMGenerateOptions, device,
                  progress: bool = False) -> np.ndarray:
     """An image (float32, (C, *mask.shape), in [-1, 1]) for ``mask``."""
     foreground = [v for v in config["labels"] if v != 0]
@@ -161,7 +148,7 @@ def sample_image(network, config: dict, mask: np.ndarray, seed: int, options: Sa
     dtype = np.int16 if max(config["labels"]) < 2 ** 15 else np.int64
     mask_t = torch.from_numpy(np.ascontiguousarray(mask).astype(dtype))
     if options.sampling == "full":
-        factor = 2 ** (len(config["network"]["channels"]) - 1)
+        factor = downsampling_factor(config["network"]["channels"])
         predictor = FullPredictor(network, mask_t, foreground, factor, device)
     else:
         predictor = TiledPredictor(network, mask_t, foreground, tuple(config["patch_size"]), options.tile_overlap,

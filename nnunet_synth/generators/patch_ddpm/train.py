@@ -11,7 +11,6 @@ the same steps as an uninterrupted run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -27,7 +26,8 @@ from nnunet_synth.errors import SynthError
 from nnunet_synth.generators.base import TrainingCase
 from nnunet_synth.generators.patch_ddpm import folder
 from nnunet_synth.generators.patch_ddpm.network import build_network, coordinates, network_kwargs, one_hot
-from nnunet_synth.generators.patch_ddpm.options import FitSettings, resolve_fit_settings
+from nnunet_synth.generators.patch_ddpm.settings import FitSettings, PatchDDPMFitOptions, resolve_fit_settings
+from nnunet_synth.labels import check_label_values
 
 # Settings that may change between a run and its resumption; everything else
 # in config.json must match, or the checkpoint would belong to another model.
@@ -94,10 +94,7 @@ def _check_cases(cases: list[TrainingCase], labels: list[int]) -> None:
         if case.seg.shape != case.image.shape[1:]:
             raise SynthError(f"training case {case.case_id}: mask shape {case.seg.shape} differs from image shape "
                              f"{case.image.shape[1:]}")
-        extra = sorted(set(np.unique(case.seg).tolist()) - set(labels))
-        if extra:
-            raise SynthError(f"training case {case.case_id} has labels {extra} that are not in the dataset's "
-                             f"labels {sorted(labels)}")
+        check_label_values(case.seg, labels, f"training case {case.case_id}", allowed_from="the dataset")
         peak = float(np.abs(case.image).max())
         if peak > 1.0 + 1e-3 or not np.isfinite(peak):
             raise SynthError(f"training case {case.case_id} has intensities up to {peak:g}; patch-ddpm expects "
@@ -188,7 +185,7 @@ def _mixed_precision(setting: str, on_cpu: bool) -> str:
     return "no"
 
 
-def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, args: argparse.Namespace) -> None:
+def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, options: PatchDDPMFitOptions) -> None:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers import DDPMScheduler
@@ -197,7 +194,7 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, arg
     model_dir = Path(model_dir)
     labels = sorted(int(v) for v in labels)
     _check_cases(cases, labels)
-    settings = resolve_fit_settings(args, cases[0].image.ndim - 1)
+    settings = resolve_fit_settings(options, cases[0].image.ndim - 1)
     _check_patch_fits(cases, settings.patch_size)
     config = build_config(cases, labels, settings)
 
@@ -213,7 +210,7 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, arg
         config["steps_trained"] = 0
     model_dir.mkdir(parents=True, exist_ok=True)
 
-    on_cpu = bool(getattr(args, "cpu", False)) or not torch.cuda.is_available()
+    on_cpu = options.cpu or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=on_cpu, mixed_precision=_mixed_precision(settings.mixed_precision, on_cpu))
     if accelerator.is_main_process:
         folder.write_config(model_dir, config)
