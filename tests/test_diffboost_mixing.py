@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
 from nnunet_synth.diffboost.mask import draw_mix_mask
 from nnunet_synth.diffboost.trainer import OutputMixLoss, mix_outputs
@@ -27,6 +28,22 @@ def test_each_scale_takes_real_where_the_downsampled_mask_is_set(shape):
     # with cells of 4 voxels the half-resolution mask keeps every cell
     half = F.interpolate(mask.float(), size=out[1].shape[2:], mode="nearest-exact") > 0.5
     assert torch.equal(half, mask[(..., *[slice(None, None, 2)] * len(shape))])
+
+
+def test_odd_patch_scales_take_real_where_nnunets_downsampled_target_mask_is_set():
+    # 20 x 28 halves to 10 x 14, 5 x 7, then 2.5 x 3.5: sizes where rounding rules differ. The reference
+    # is nnU-Net's own target downsampling, applied to the mask as if it were a segmentation.
+    torch.manual_seed(3)
+    shape, scales = (20, 28), [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25], [0.125, 0.125]]
+    mask = torch.stack([draw_mix_mask(shape, 0.5, (3, 5)) for _ in range(2)])
+    per_sample = [DownsampleSegForDSTransform(scales)(segmentation=m.to(torch.int16))["segmentation"] for m in mask]
+    expected_masks = [torch.stack([s[i] for s in per_sample]).bool() for i in range(len(scales))]
+    assert [tuple(m.shape[2:]) for m in expected_masks] == [(20, 28), (10, 14), (5, 7), (2, 4)]
+    g = torch.Generator().manual_seed(0)
+    out = [torch.randn((4, 3, *m.shape[2:]), generator=g) for m in expected_masks]
+    for o, m, got in zip(out, expected_masks, mix_outputs(out, mask)):
+        assert 0 < int(m.sum()) < m.numel()            # both halves contribute at every scale
+        assert torch.equal(got, torch.where(m, o[:2], o[2:]))
 
 
 def test_all_true_mask_returns_real_logits_exactly_and_all_false_twin():

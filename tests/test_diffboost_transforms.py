@@ -77,13 +77,30 @@ def test_synchronized_intensity_gives_identical_halves_and_independent_does_not(
 
 
 def test_mask_transform_per_half_uses_real_channel_indices():
-    pipeline = nnunet_pipeline((16, 16), use_mask_for_norm=[True])
+    # Two channels, only the first normalised with the mask: nnU-Net's MaskImageTransform then zeroes
+    # channel 0 outside the non-zero region. Per half, that is real channel 0 and twin channel 0 (stacked
+    # channel 2), while both channels 1 keep their values.
+    pipeline = nnunet_pipeline((16, 16), use_mask_for_norm=[True, False])
     wrapped = twin_pipeline(pipeline)
-    assert any(isinstance(t, PerHalfTransform) and "MaskImage" in repr(t.transform) for t in wrapped.transforms[0].transforms)
-    real, seg = sample((48, 48))
-    seg[:, :24] = -1                                     # outside the non-zero region: both halves masked
-    out = wrapped(image=torch.cat((real, real + SHIFT)), segmentation=seg)
-    assert out["twin"].shape == out["image"].shape
+    masking = [t for t in wrapped.transforms[0].transforms
+               if isinstance(t, PerHalfTransform) and "MaskImage" in repr(t.transform)]
+    assert len(masking) == 1
+    real, seg = sample((24, 24), channels=2)
+    seg[:, :10] = -1                                     # outside the non-zero region
+    twin = real + SHIFT
+    out = masking[0](image=torch.cat((real, twin)), segmentation=seg)["image"]
+    outside = (seg[0] < 0)
+    expected = torch.cat((real, twin)).clone()
+    expected[0][outside] = 0
+    expected[2][outside] = 0
+    assert torch.equal(out, expected)
+
+    # and through the whole pipeline: masked voxels stay zero in both halves (none of nnU-Net's later
+    # transforms changes intensities), so the real and twin zero patterns are identical
+    torch.manual_seed(0)
+    out = twin_pipeline(without_intensity(pipeline))(image=torch.cat((real, twin)), segmentation=seg)
+    zero_real, zero_twin = out["image"][0] == 0, out["twin"][0] == 0
+    assert zero_real.any() and torch.equal(zero_real, zero_twin)
 
 
 class InMemoryDataset:
