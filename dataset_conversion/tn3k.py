@@ -21,12 +21,12 @@ split. TN3K has no patient identifiers.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
+from nnunet_synth.atomic import read_json
 from nnunet_synth.convert import Case
 from nnunet_synth.convert.images import convert_pair
 from nnunet_synth.convert.pairs import paired_cases
@@ -61,7 +61,11 @@ def read_folds(source: Path, problems, known: set[str]) -> list[dict]:
     folds = []
     for path in files:
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path)
+        except SynthError as e:
+            problems.add(path, str(e).removeprefix(f"{path}: "))  # the problem list names the file itself
+            continue
+        try:
             fold = {key: [_case_id(Path(str(i)).stem if not isinstance(i, int) else str(i), "tn3k")
                           for i in data[key]] for key in ("train", "val")}
         except (ValueError, KeyError, TypeError) as e:

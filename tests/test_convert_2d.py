@@ -69,6 +69,16 @@ def test_tn3k_problems(tmp_path, nnunet_folders):
         run_converter(load_converter("tn3k"), src, 512)
     assert _problem_files(info) == sorted(expected["bad"])
 
+    src, _ = fixtures.tn3k(tmp_path / "bad_folds")
+    (src / "tn3k-trainval-fold1.json").write_text('{"train": [0, 1], "val": [2')
+    (src / "tn3k-trainval-fold2.json").write_text('{"train": [0, 1]}')
+    with pytest.raises(ConversionFailed) as info:
+        run_converter(load_converter("tn3k"), src, 512)
+    problems = {p.path.rsplit("/", 1)[-1]: p.message for p in info.value.problems}
+    assert set(problems) == {"tn3k-trainval-fold1.json", "tn3k-trainval-fold2.json"}
+    assert problems["tn3k-trainval-fold1.json"].startswith("not valid JSON")
+    assert "'train' and 'val'" in problems["tn3k-trainval-fold2.json"]
+
 
 @pytest.mark.parametrize("year", [2017, 2018])
 def test_isic_rgb_channels_and_test_split(tmp_path, nnunet_folders, year):
