@@ -1,7 +1,9 @@
 """cross-eval end to end: two tiny trained models, two test sets (a raw dataset and a plain folder)."""
 import csv
 import json
+import math
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -40,6 +42,71 @@ def nifti_dataset(raw, scratch, dataset_id, name, n_cases, seed):
     generate_dataset_json(str(folder), {0: "US"}, {"background": 0, "lesion": 1}, len(cases), ".nii.gz",
                           dataset_name=folder.name)
     return folder
+
+
+def as_float(text):
+    return float(text) if text not in ("True", "False") else float(text == "True")
+
+
+def same(a, b, rel=1e-6):
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=rel)
+
+
+def expect_row_metrics(row, reference, prediction):
+    """A per_case.csv row against nnU-Net's compute_metrics (overlap) and MONAI (surface distances in mm)."""
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    nnunet = compute_metrics(str(reference), str(prediction), SimpleITKIO(), [1])["metrics"][1]
+    for key in ("Dice", "IoU", "TP", "FP", "FN", "TN", "n_pred", "n_ref"):
+        assert same(as_float(row[key]), nnunet[key]), (row["case"], key, row[key], nnunet[key])
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(reference))) == 1
+    pred = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction))) == 1
+    if not ref.any() and not pred.any():
+        expected = {"HD95": math.nan, "ASSD": math.nan}
+    elif not ref.any() or not pred.any():  # the documented stand-in: the image diagonal in mm
+        diagonal = math.hypot(ref.shape[0] * SPACING[0], ref.shape[1] * SPACING[1])
+        expected = {"HD95": diagonal, "ASSD": diagonal}
+    else:
+        p, r = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = {"HD95": compute_hausdorff_distance(p, r, include_background=True, percentile=95,
+                                                           spacing=SPACING).item(),
+                        "ASSD": compute_average_surface_distance(p, r, include_background=True, symmetric=True,
+                                                                 spacing=SPACING).item()}
+    for key, value in expected.items():
+        assert same(as_float(row[key]), value), (row["case"], key, row[key], value)
+    assert as_float(row["empty_pred"]) == (not pred.any()) and as_float(row["empty_ref"]) == (not ref.any())
+
+
+def expect_wilcoxon_and_holm(rows, comparisons):
+    """Each comparison's p-value is scipy's Wilcoxon on the per_case.csv pairs; Holm over the test sets by hand."""
+    from scipy import stats
+
+    def per_case(test_set, model, metric):
+        return {r["case"]: as_float(r[metric]) for r in rows if r["test_set"] == test_set and r["model"] == model}
+
+    for c in comparisons:
+        base, other = per_case(c["test_set"], "baseline", c["metric"]), per_case(c["test_set"], "augmented", c["metric"])
+        pairs = [(base[k], other[k]) for k in sorted(base) if math.isfinite(base[k]) and math.isfinite(other[k])]
+        assert c["n"] == len(pairs) and c["n_dropped"] == len(base) - len(pairs)
+        diff = [o - b for b, o in pairs]
+        if len(pairs) < 2 or not any(diff):
+            assert math.isnan(c["wilcoxon_p"]) and c["note"], c
+        else:
+            expected = stats.wilcoxon([o for _, o in pairs], [b for b, _ in pairs]).pvalue
+            assert c["wilcoxon_p"] == pytest.approx(expected, rel=1e-9), c
+        assert c["mean_diff"] == pytest.approx(np.mean(diff) if diff else math.nan, nan_ok=True)
+    for metric in {c["metric"] for c in comparisons}:
+        family = sorted((c for c in comparisons if c["metric"] == metric and math.isfinite(c["wilcoxon_p"])),
+                        key=lambda c: c["wilcoxon_p"])
+        running = 0.0
+        for rank, c in enumerate(family):
+            running = max(running, min(1.0, (len(family) - rank) * c["wilcoxon_p"]))
+            assert c["wilcoxon_p_holm"] == pytest.approx(running), c
 
 
 @pytest.mark.e2e
@@ -89,8 +156,15 @@ def test_cross_eval_end_to_end(nnunet_folders, tmp_path):
     assert len(comparisons) == 2 * 3  # test sets x compared metrics, one label, one compared model
     assert all("wilcoxon_p_holm" in c for c in comparisons)
     # Mapped labels hold the model's values; predictions and labels share the test set's geometry.
-    mapped = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels" / "B" / f"{plain_cases[0]}.nii.gz")))
-    assert set(np.unique(mapped)) <= {0, 1} and mapped.any()
+    for case in plain_cases:
+        mapped = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels" / "B" / f"{case}.nii.gz")))
+        original = sitk.GetArrayFromImage(sitk.ReadImage(str(plain / "labels" / f"{case}.nii.gz")))
+        assert np.array_equal(mapped, (original == 255).astype(mapped.dtype)) and mapped.any()
+    references = {"A": in_domain / "labelsTr", "B": out / "labels" / "B"}
+    for row in rows:
+        expect_row_metrics(row, references[row["test_set"]] / f"{row['case']}.nii.gz",
+                           out / "predictions" / row["model"] / row["test_set"] / f"{row['case']}.nii.gz")
+    expect_wilcoxon_and_holm(rows, comparisons)
     prediction = sitk.ReadImage(str(out / "predictions" / "augmented" / "A" / "case_000.nii.gz"))
     assert prediction.GetSpacing() == pytest.approx(SPACING[::-1])
 
