@@ -2,20 +2,29 @@
 import json
 
 import pytest
+import torch
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-from conftest import run_command, venv_command
+from conftest import run_command, use_planned, venv_command
+from nnunet_synth.errors import SynthError
 from nnunet_synth.splits import default_folds
-from nnunet_synth.testing import make_raw_dataset_2d, make_standin_synthetic_dataset
+from nnunet_synth.testing import make_standin_synthetic_dataset
+
+
+def in_process_split(dataset_name: str, fold: int):
+    """nnUNetTrainerSynthExpand's do_split, run in this process on the preprocessed expanded dataset."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    trainer = get_trainer_from_args(dataset_name, "2d", fold, "nnUNetTrainerSynthExpand", device=torch.device("cpu"))
+    return trainer.do_split()
 
 
 @pytest.mark.e2e
-def test_plan_expand_train_predict(nnunet_folders, tmp_path):
+def test_plan_expand_train_predict(planned_tiny_2d, nnunet_folders, tmp_path):
     env = nnunet_folders.env()
     env.update(nnUNetSynth_epochs="1", nnUNetSynth_iterations_per_epoch="3", nnUNetSynth_val_iterations_per_epoch="1")
-    real = make_raw_dataset_2d(nnunet_folders.raw, 901, n_cases=10)
-    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "-np", "1", "-npfp", "1",
-                 "--verify_dataset_integrity"], env)
+    real = use_planned(planned_tiny_2d, nnunet_folders)
+    assert real.name == "Dataset901_Tiny2D" and len(list((real / "labelsTr").iterdir())) == 10
 
     case_ids = sorted(p.name[:-4] for p in (real / "labelsTr").iterdir())
     folds = default_folds(case_ids)
@@ -61,6 +70,19 @@ def test_plan_expand_train_predict(nnunet_folders, tmp_path):
     refused = run_command(train[:3] + ["1"] + train[4:], env, check=False)
     assert refused.returncode != 0
     assert "fold 1 of Dataset903_Tiny2DExpanded was refused" in refused.stdout + refused.stderr
+
+    # the same refusal in process, and for a splits_final.json edited by hand after expand: fold 0 now
+    # validates on a case the generator was trained on (its synthetic cases taken out of training)
+    with pytest.raises(SynthError, match="fold 1 of Dataset903_Tiny2DExpanded was refused"):
+        in_process_split(expanded.name, 1)
+    splits_file = nnunet_folders.preprocessed / expanded.name / "splits_final.json"
+    moved = folds[1]["val"][0]
+    edited = json.loads(splits_file.read_text())
+    edited[0] = {"train": [c for c in edited[0]["train"] if c != moved and sources.get(c) != moved],
+                 "val": edited[0]["val"] + [moved]}
+    splits_file.write_text(json.dumps(edited))
+    with pytest.raises(SynthError, match=f"fold 0 of Dataset903_Tiny2DExpanded was refused: .*trained on {moved}"):
+        in_process_split(expanded.name, 0)
 
     pred_in, pred_out = tmp_path / "pred_in", tmp_path / "pred_out"
     pred_in.mkdir()
