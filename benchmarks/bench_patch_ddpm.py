@@ -66,13 +66,14 @@ def child_memory(job: dict) -> dict:
     """Peak memory of sampling one image with ``job['steps']`` steps."""
     import torch
 
-    from nnunet_synth.generators.patch_ddpm.sample import SamplingOptions, sample_image
+    from nnunet_synth.generators.patch_ddpm.sample import sample_image
+    from nnunet_synth.generators.patch_ddpm.settings import PatchDDPMGenerateOptions
 
     shape = tuple(job["shape"])
     network, config, n_params = _setup(MODEL_2D if len(shape) == 2 else MODEL_3D, len(shape))
     mask = _mask(shape)
     rss_setup = _rss_mib()
-    opts = SamplingOptions("ddim", job["steps"], job["sampling"], job.get("overlap", 0.5), job.get("tile_batch", 1))
+    opts = PatchDDPMGenerateOptions("ddim", job["steps"], job["sampling"], job.get("overlap", 0.5), job.get("tile_batch", 1))
     t0 = time.perf_counter()
     image = sample_image(network, config, mask, seed=0, options=opts, device="cpu")
     seconds = time.perf_counter() - t0
@@ -89,7 +90,8 @@ def child_speed(job: dict) -> dict:
     """
     import torch
 
-    from nnunet_synth.generators.patch_ddpm.sample import SamplingOptions, sample_image
+    from nnunet_synth.generators.patch_ddpm.sample import sample_image
+    from nnunet_synth.generators.patch_ddpm.settings import PatchDDPMGenerateOptions
 
     shape = tuple(job["shape"])
     network, config, n_params = _setup(MODEL_2D, len(shape))
@@ -100,7 +102,7 @@ def child_speed(job: dict) -> dict:
         return network(inputs, t)
 
     mask = _mask(shape)
-    opts = SamplingOptions(job["sampler"], job["steps"], job["sampling"], 0.5, job.get("tile_batch", 1))
+    opts = PatchDDPMGenerateOptions(job["sampler"], job["steps"], job["sampling"], 0.5, job.get("tile_batch", 1))
     wall = {"sample": [], "bare": []}
     cpu = {"sample": [], "bare": []}
     with torch.inference_mode():

@@ -2,7 +2,9 @@
 
 ``fit`` learns one mean intensity per label (in [-1, 1]) and saves it in the
 Hugging Face layout (config.json + model.safetensors); ``generate`` paints the
-mask with those means and adds seeded, smoothed noise. Subprocesses find it
+target mask with those means and adds seeded, smoothed noise; ``inpaint``
+paints one new lesion (a seeded box of label 1 away from the source's
+foreground) into the source image and returns the union mask. Subprocesses find it
 through ``NNUNET_SYNTH_GENERATORS=test-blur=test_generators_blur:BlurTestGenerator``
 with this folder on PYTHONPATH (see ``blur_env``).
 """
@@ -11,42 +13,48 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nnunet_synth.errors import SynthError
-from nnunet_synth.generators.base import Generator, TrainingCase
+from nnunet_synth.generators.base import Generator, GenerationRequest, GenerationResponse, TrainingCase
 
 NAME = "test-blur"
 TARGET = "test_generators_blur:BlurTestGenerator"
+
+
+@dataclass(frozen=True)
+class BlurFitSettings:
+    fail_in_fit: bool = field(default=False, metadata={"help": "raise SynthError before writing anything"})
+
+
+@dataclass(frozen=True)
+class BlurGenerateSettings:
+    noise: float = field(default=0.3, metadata={"help": "noise amplitude"})
+    sleep_per_case: float = field(default=0.0, metadata={"help": "seconds to sleep per sample"})
 
 
 class BlurTestGenerator(Generator):
     """Label means plus seeded smoothed noise (a test double, not a model)."""
 
     name = NAME
-    supported_modes = ("twins", "new")
+    supported_modes = ("twins", "new", "inpaint")
+    uses_prompt = True  # recorded, not used: lets tests check that prompts reach the manifest
+    fit_settings = BlurFitSettings
+    generate_settings = BlurGenerateSettings
 
     def __init__(self, config: dict, means: np.ndarray):
         self.config = config
         self.means = means
 
     @classmethod
-    def add_fit_arguments(cls, parser):
-        parser.add_argument("--fail-in-fit", action="store_true", help="raise SynthError before writing anything")
-
-    @classmethod
-    def add_generate_arguments(cls, parser):
-        parser.add_argument("--noise", type=float, default=0.3, help="noise amplitude")
-        parser.add_argument("--sleep-per-case", type=float, default=0.0, help="seconds to sleep per sample")
-
-    @classmethod
-    def fit(cls, cases: list[TrainingCase], labels: list[int], model_dir: Path, args) -> None:
+    def fit(cls, cases: list[TrainingCase], labels: list[int], model_dir: Path, settings: BlurFitSettings) -> None:
         from safetensors.numpy import save_file
 
-        if args.fail_in_fit:
+        if settings.fail_in_fit:
             raise SynthError("test-blur: refused by --fail-in-fit")
         channels = cases[0].image.shape[0]
         means = np.zeros((channels, max(labels) + 1), dtype=np.float32)
@@ -71,14 +79,39 @@ class BlurTestGenerator(Generator):
     def model_labels(self) -> list[int]:
         return list(self.config["labels"])
 
-    def generate(self, mask, spacing, seed, args):
+    def generate(self, request: GenerationRequest) -> GenerationResponse:
+        time.sleep(request.settings.sleep_per_case)
+        rng = np.random.default_rng(request.seed)
+        if request.mode == "inpaint":
+            return self._inpaint(request, rng)
+        mask = request.target_mask
+        image = self.means[:, mask] + self._noise(rng, mask.shape, request.settings.noise)
+        return GenerationResponse(np.clip(image, -1, 1).astype(np.float32), mask, extras={"noise": request.settings.noise})
+
+    def _noise(self, rng, shape, amplitude):
         from scipy.ndimage import gaussian_filter
 
-        time.sleep(args.sleep_per_case)
-        rng = np.random.default_rng(seed)
-        noise = gaussian_filter(rng.normal(size=(self.config["channels"],) + mask.shape), sigma=(0,) + (1.0,) * mask.ndim)
-        image = self.means[:, mask] + args.noise * noise / max(noise.std(), 1e-6)
-        return np.clip(image, -1, 1).astype(np.float32)
+        noise = gaussian_filter(rng.normal(size=(self.config["channels"],) + shape), sigma=(0,) + (1.0,) * len(shape))
+        return amplitude * noise / max(noise.std(), 1e-6)
+
+    def _inpaint(self, request, rng) -> GenerationResponse:
+        source = request.source
+        shape = source.seg.shape
+        size = tuple(max(1, s // 4) for s in shape)
+        for _ in range(100):
+            start = tuple(int(rng.integers(0, s - n + 1)) for s, n in zip(shape, size))
+            box = tuple(slice(a, a + n) for a, n in zip(start, size))
+            if not source.seg[box].any():
+                break
+        else:
+            raise SynthError(f"case '{source.case_id}': no room for a new lesion outside the existing ones")
+        changed = np.zeros(shape, bool)
+        changed[box] = True
+        mask = np.where(changed, 1, source.seg).astype(source.seg.dtype)
+        image = np.where(changed, self.means[:, 1:2].reshape((-1,) + (1,) * len(shape))
+                         + self._noise(rng, shape, request.settings.noise), source.image)
+        return GenerationResponse(np.clip(image, -1, 1).astype(np.float32), mask, changed=changed,
+                                  extras={"lesion_box": [[a, a + n] for a, n in zip(start, size)]})
 
 
 def blur_env(env: dict) -> dict:
@@ -100,16 +133,12 @@ def blur_registered():
 def test_blur_generator_is_seeded_and_in_range(tmp_path):
     rng = np.random.default_rng(0)
     seg = (rng.random((12, 10)) > 0.7).astype(np.int32)
-    cases = [TrainingCase("a", np.where(seg, 0.5, -0.5)[None].astype(np.float32), seg, (1.0, 1.0))]
+    case = TrainingCase("a", np.where(seg, 0.5, -0.5)[None].astype(np.float32), seg, (1.0, 1.0))
 
-    class Args:
-        fail_in_fit = False
-        noise = 0.3
-        sleep_per_case = 0.0
-
-    BlurTestGenerator.fit(cases, [0, 1], tmp_path, Args)
+    BlurTestGenerator.fit([case], [0, 1], tmp_path, BlurFitSettings())
     gen = BlurTestGenerator.load(tmp_path)
-    a, b, c = (gen.generate(seg, (1.0, 1.0), s, Args) for s in (1, 1, 2))
+    a, b, c = (gen.generate(GenerationRequest(case, seg, "twins", s, None, BlurGenerateSettings())).image
+               for s in (1, 1, 2))
     assert a.shape == (1, 12, 10) and a.min() >= -1 and a.max() <= 1
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert a[0][seg == 1].mean() > a[0][seg == 0].mean()

@@ -188,7 +188,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tiny2d, tmp_path, capsys):
     dataset_json = json.loads((real.folder / "dataset.json").read_text())
     dataset_json["labels"]["other"] = 2
     (real.folder / "dataset.json").write_text(json.dumps(dataset_json))
-    refused("-m", model, *common, "-k", 1, match="mask of case 'case_002' has label value(s) [2]")
+    refused("-m", model, *common, "-k", 1, match="(case 'case_002'): label value(s) [2] are not among the values allowed by the model")
 
 
 def test_fit_that_fails_leaves_no_model_folder(tiny2d, tmp_path, capsys):
@@ -209,3 +209,68 @@ def test_help_lists_generators_and_their_own_options(blur_registered, capsys):  
             main(argv)
         out = capsys.readouterr().out
         assert exit_info.value.code == 0 and all(text in out for text in expected), (argv, out)
+
+
+def test_inpaint_keeps_the_source_outside_the_new_lesion_and_records_prompt_and_extras(tiny2d):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    from skimage import io
+
+    folders, model = tiny2d
+    real = RawDataset.open(901)
+    assert generate("-m", model, "-d", 901, "-o", 908, "--mode", "inpaint", "-k", 2, "--cases", "case_001",
+                    "--prompt", "a hypoechoic nodule") == 0
+    out = folders.raw / "Dataset908_Tiny2DSynthInpaint"
+    verify_dataset_integrity(str(out), num_processes=1)
+    manifest = Manifest.load(out)
+    assert sorted(manifest.cases) == ["case_001_inp000", "case_001_inp001"]
+    assert manifest.generators[out.name].parameters["prompt"] == "a hypoechoic nodule"
+    source_image, source_seg = io.imread(real.image_files("case_001")[0]), io.imread(real.label_file("case_001"))
+    for k in range(2):
+        entry = manifest.cases[f"case_001_inp{k:03d}"]
+        assert entry.kind == "inpaint" and entry.prompt == "a hypoechoic nodule"
+        (y0, y1), (x0, x1) = entry.extra["lesion_box"]
+        painted = np.zeros(source_seg.shape, bool)
+        painted[y0:y1, x0:x1] = True
+        image = io.imread(out / "imagesTr" / f"case_001_inp{k:03d}_0000.png")
+        label = io.imread(out / "labelsTr" / f"case_001_inp{k:03d}.png")
+        # the label is the union: the source's lesion kept, the new one added where it was painted
+        assert np.array_equal(label[~painted], source_seg[~painted]) and np.all(label[painted] == 1)
+        assert not source_seg[painted].any()
+        # untouched voxels keep the source's own intensities exactly
+        assert np.array_equal(image[~painted], source_image[~painted])
+        assert not np.array_equal(image[painted], source_image[painted])
+
+
+def test_modes_and_prompts_a_generator_does_not_support_are_refused(tiny2d, capsys):
+    folders, model = tiny2d
+    with pytest.raises(SystemExit) as exit_info:  # not a mode at all: argparse's usage error
+        generate("-m", model, "-d", 901, "-o", 909, "--mode", "paint", "-k", 1)
+    assert exit_info.value.code == 2
+    patch_ddpm = ["generate", "patch-ddpm", "-m", str(model), "-d", "901", "-o", "909", "-k", "1"]
+    capsys.readouterr()
+    assert cli_main([*patch_ddpm, "--mode", "inpaint"]) == 2
+    assert "generator patch-ddpm supports --mode twins or new, not inpaint" in capsys.readouterr().err
+    assert cli_main([*patch_ddpm, "--mode", "twins", "--prompt", "a nodule"]) == 2
+    assert "generator patch-ddpm takes no prompt" in capsys.readouterr().err
+    assert not list(folders.raw.glob("Dataset909_*"))
+
+
+def test_a_response_that_breaks_the_contract_is_an_error(tiny2d, monkeypatch):
+    from test_generators_blur import BlurTestGenerator
+
+    from nnunet_synth.generators.base import GenerationResponse
+
+    folders, model = tiny2d
+    original = BlurTestGenerator.generate
+
+    def other_mask(self, request):
+        response = original(self, request)
+        return GenerationResponse(response.image, np.zeros_like(response.mask))
+
+    monkeypatch.setattr(BlurTestGenerator, "generate", other_mask)
+    with pytest.raises(RuntimeError, match="returned a mask other than the target mask"):
+        generate("-m", model, "-d", 901, "-o", 910, "--mode", "twins", "-k", 1, "--cases", "case_001")
+    monkeypatch.setattr(BlurTestGenerator, "generate",
+                        lambda self, request: GenerationResponse(original(self, request).image * 3, request.target_mask))
+    with pytest.raises(RuntimeError, match=r"values outside \[-1, 1\]"):
+        generate("-m", model, "-d", 901, "-o", 911, "--mode", "twins", "-k", 1, "--cases", "case_001")

@@ -8,7 +8,7 @@ import pytest
 
 from nnunet_synth.errors import SynthError
 from nnunet_synth.generators import registry
-from nnunet_synth.generators.baseline import worst_cases
+from nnunet_synth.generators.targeting import worst_cases
 from nnunet_synth.generators.intensity import normalise_image, to_source_intensities
 from nnunet_synth.generators.mask_variation import _touches, vary_mask
 

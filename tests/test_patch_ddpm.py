@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_synth.commands.generator_options import add_settings_arguments, settings_from_args
 from nnunet_synth.errors import SynthError
-from nnunet_synth.generators.base import TrainingCase
+from nnunet_synth.generators.base import GenerationRequest, TrainingCase
 from nnunet_synth.generators.patch_ddpm import PatchDDPMGenerator
 from nnunet_synth.generators.patch_ddpm import folder
 from nnunet_synth.generators.patch_ddpm.network import coordinates
@@ -29,11 +30,26 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def options(extra: str = "", tiny: str = TINY) -> argparse.Namespace:
+def _parsed(settings_class, words: list[str]):
     parser = argparse.ArgumentParser()
-    PatchDDPMGenerator.add_fit_arguments(parser)
-    PatchDDPMGenerator.add_generate_arguments(parser)
-    return parser.parse_args(f"{tiny} {extra}".split())
+    add_settings_arguments(parser, settings_class, "patch-ddpm")
+    known, _ = parser.parse_known_args(words)
+    return settings_from_args(settings_class, known)
+
+
+def options(extra: str = "", tiny: str = TINY):
+    """The fit settings of the command-line words (the words for sampling are left for ``sampling``)."""
+    return _parsed(PatchDDPMGenerator.fit_settings, f"{tiny} {extra}".split())
+
+
+def sampling(extra: str = "", tiny: str = TINY):
+    return _parsed(PatchDDPMGenerator.generate_settings, f"{tiny} {extra}".split())
+
+
+def sample(generator, seg, seed: int, settings, spacing=None):
+    """The image the generator paints for ``seg`` as a twin (the source image plays no part in patch-ddpm)."""
+    source = TrainingCase("src", np.zeros((1,) + seg.shape, np.float32), seg, spacing or (1.0,) * seg.ndim)
+    return generator.generate(GenerationRequest(source, seg, "twins", seed, None, settings)).image
 
 
 def make_cases(shape, n=3, labels=(1, 2)):
@@ -67,8 +83,8 @@ def model_3d(tmp_path_factory):
 
 
 @pytest.mark.parametrize("which", ["model_2d", "model_3d"])
-@pytest.mark.parametrize("sampling", ["full", "tiled"])
-def test_fit_save_load_generate(which, sampling, request):
+@pytest.mark.parametrize("which_sampling", ["full", "tiled"])
+def test_fit_save_load_generate(which, which_sampling, request):
     model_dir, cases = request.getfixturevalue(which)
     assert (model_dir / folder.CONFIG_NAME).is_file() and (model_dir / folder.WEIGHTS_NAME).is_file()
     config = json.loads((model_dir / folder.CONFIG_NAME).read_text())
@@ -76,7 +92,7 @@ def test_fit_save_load_generate(which, sampling, request):
     generator = PatchDDPMGenerator.load(model_dir)
     assert generator.model_labels() == ([0, 1, 2] if which == "model_2d" else [0, 1])
     case = cases[0]
-    image = generator.generate(case.seg, case.spacing, seed=3, args=options(f"--sampling {sampling}"))
+    image = sample(generator, case.seg, 3, sampling(f"--sampling {which_sampling}"))
     assert image.shape == case.image.shape and image.dtype == np.float32
     assert np.isfinite(image).all() and image.min() >= -1 and image.max() <= 1
     assert image.std() > 0
@@ -86,10 +102,10 @@ def test_fit_save_load_generate(which, sampling, request):
 def test_seed_determines_the_image(model_2d, sampler):
     model_dir, cases = model_2d
     generator = PatchDDPMGenerator.load(model_dir)
-    args = options(f"--sampler {sampler} --sampling tiled")
-    a = generator.generate(cases[1].seg, (1.0, 1.0), seed=11, args=args)
-    b = PatchDDPMGenerator.load(model_dir).generate(cases[1].seg, (1.0, 1.0), seed=11, args=args)
-    c = generator.generate(cases[1].seg, (1.0, 1.0), seed=12, args=args)
+    settings = sampling(f"--sampler {sampler} --sampling tiled")
+    a = sample(generator, cases[1].seg, 11, settings)
+    b = sample(PatchDDPMGenerator.load(model_dir), cases[1].seg, 11, settings)
+    c = sample(generator, cases[1].seg, 12, settings)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).mean() > 0.05
 
@@ -99,8 +115,8 @@ def test_one_tile_covering_the_image_equals_full_sampling(model_2d):
     generator = PatchDDPMGenerator.load(model_dir)
     mask = np.zeros((16, 16), np.uint8)  # the patch size and a multiple of the downsampling factor
     mask[4:9, 6:12] = 2
-    full = generator.generate(mask, (1.0, 1.0), seed=5, args=options("--sampling full"))
-    tiled = generator.generate(mask, (1.0, 1.0), seed=5, args=options("--sampling tiled"))
+    full = sample(generator, mask, 5, sampling("--sampling full"))
+    tiled = sample(generator, mask, 5, sampling("--sampling tiled"))
     np.testing.assert_allclose(tiled, full, atol=1e-5)
 
 
@@ -211,17 +227,17 @@ def test_patch_larger_than_image_is_refused(model_2d, tmp_path):
     assert not (tmp_path / "m").exists()
     generator = PatchDDPMGenerator.load(model_2d[0])
     with pytest.raises(SynthError, match="smaller than the model's patch 16x16.*--sampling full"):
-        generator.generate(np.zeros((24, 12), np.uint8), (1.0, 1.0), seed=0, args=options("--sampling tiled"))
+        sample(generator, np.zeros((24, 12), np.uint8), 0, sampling("--sampling tiled"))
 
 
 def test_mask_labels_outside_the_model_are_refused(model_3d):
     generator = PatchDDPMGenerator.load(model_3d[0])
     mask = np.zeros((20, 18, 24), np.uint8)
     mask[2:5, 2:5, 2:5] = 2
-    with pytest.raises(SynthError, match=r"labels \[2\] that the model .* was not trained with"):
-        generator.generate(mask, (1.0, 1.0, 1.0), seed=0, args=options())
+    with pytest.raises(SynthError, match=r"label value\(s\) \[2\] are not among the values allowed by the model"):
+        sample(generator, mask, 0, sampling())
     with pytest.raises(SynthError, match="2 axes but the model .* is 3D"):
-        generator.generate(mask[0], (1.0, 1.0), seed=0, args=options())
+        sample(generator, mask[0], 0, sampling())
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -240,7 +256,7 @@ def test_bad_fit_options(extra, message, tmp_path):
 def test_bad_generate_options(model_2d, extra, message):
     generator = PatchDDPMGenerator.load(model_2d[0])
     with pytest.raises(SynthError, match=message):
-        generator.generate(model_2d[1][0].seg, (1.0, 1.0), seed=0, args=options(extra))
+        sample(generator, model_2d[1][0].seg, 0, sampling(extra))
 
 
 def test_input_outside_minus_one_one_is_refused(tmp_path):
@@ -270,6 +286,7 @@ def test_foreground_biased_patches(fraction):
 
 def test_importing_the_generator_does_not_import_torch():
     code = ("import sys, argparse; from nnunet_synth.generators.patch_ddpm import PatchDDPMGenerator as G; "
-            "p = argparse.ArgumentParser(); G.add_fit_arguments(p); G.add_generate_arguments(p); "
+            "from nnunet_synth.commands.generator_options import add_settings_arguments as add; "
+            "p = argparse.ArgumentParser(); add(p, G.fit_settings, 'fit'); add(p, G.generate_settings, 'gen'); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
