@@ -1,36 +1,22 @@
-"""The whole chain on built-in data: does synthetic data help a model trained on one device?
+"""The demo's chain: phantom -> plan -> fit -> twins/new -> twin-prep, expand -> three trainings -> cross-eval.
 
-    nnunet-synth demo                       # a new folder ./nnunet_synth_demo, about 15 minutes on 2 CPU cores
-    nnunet-synth demo -w my_demo --budget 30
-
-Steps (each prints the command it runs; a rerun skips completed steps, so an
-interrupted demo resumes where it stopped):
-
-  1. phantom      ultrasound phantom datasets: training device A, test devices A, B, C
-  2. plan         nnU-Net planning and preprocessing of device A (real cases only)
-  3. fit          patch-DDPM fitted on fold 0's training cases
-  4. twins        synthetic twins (new images for the real masks) and
-  5. new          new pairs (deformed masks, new images)
-  6. twin-prep    twins preprocessed with device A's plans, for DiffBoost
-  7. expand       real + synthetic dataset with leakage-safe folds
-  8-10. train     nnUNetTrainerShort (baseline), nnUNetTrainerDiffBoostShort,
-                  nnUNetTrainerSynthExpandShort on fold 0
-  11. cross-eval  every model on devices A, B and C, paired tests against the baseline
-then prints the table of Dice and HD95 per trainer and device and the path of report.md.
-
---budget (minutes) sizes the schedules (diffusion training steps, nnU-Net
-iterations). With CUDA present, the default budget and schedules are larger.
-nnU-Net's variables are set for the work folder; your own are not touched.
+``run_demo`` runs it in a work folder with resumable steps (each a subprocess
+whose command is printed) and prints the results table; ``nnunet-synth demo``
+(nnunet_synth/commands/demo.py) is its command line, and its --help lists the
+steps. "Scanner" is the phantom's simulated ultrasound machine; "device" is the
+torch device the steps run on.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nnunet_synth.atomic import read_json, same_json, write_json_atomic
+from nnunet_synth.environment import trainer_folder
+from nnunet_synth.errors import SynthError
 from nnunet_synth.recipes import StepRunner, console_script
 
 TRAIN_ID, TEST_IDS = 700, {"A": 701, "B": 702, "C": 703}
@@ -44,7 +30,7 @@ TRAINERS = {"baseline": "nnUNetTrainerShort", "diffboost": "nnUNetTrainerDiffBoo
 class Schedule:
     n_train: int
     n_test: int
-    image_rows: int | None  # phantom rows per image (None: each device's own)
+    image_rows: int | None  # phantom rows per image (None: each scanner's own)
     ddpm_channels: tuple[int, ...]
     ddpm_patch: int
     ddpm_batch: int
@@ -60,15 +46,13 @@ class Schedule:
 def schedule_for(budget_minutes: float, cuda: bool) -> Schedule:
     """Schedules that fit the budget; the CPU figures were measured on 2 cores (README)."""
     if budget_minutes <= 0:
-        from nnunet_synth.errors import SynthError
-
         raise SynthError(f"--budget {budget_minutes}: give a positive number of minutes")
     s = budget_minutes / 15.0
     if cuda:
         return Schedule(n_train=60, n_test=30, image_rows=None, ddpm_channels=(32, 64, 128), ddpm_patch=64, ddpm_batch=16,
                         ddpm_steps=max(200, int(4000 * s)), sampling_steps=50, k_twins=2, k_new=1,
                         epochs=max(2, int(50 * s)), iterations=100, val_iterations=10)
-    # On a CPU, nnU-Net's prediction of the test devices dominates: smaller images keep
+    # On a CPU, nnU-Net's prediction of the test scanners dominates: smaller images keep
     # the network (and its sliding window) small.
     return Schedule(n_train=max(10, min(40, int(40 * s))), n_test=max(6, min(12, int(12 * s))),
                     image_rows=64 if s < 0.34 else 96, ddpm_channels=(16, 32, 64), ddpm_patch=64 if s >= 0.34 else 32,
@@ -84,8 +68,6 @@ class Demo:
         self.runner = StepRunner(workdir / ".demo_steps", rerun_hint=f"`nnunet-synth demo -w {workdir}`")
 
     def env(self) -> dict:
-        from nnunet_synth.environment import trainer_folder
-
         env = dict(os.environ)
         env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.pre), nnUNet_results=str(self.results),
                    nnUNet_extTrainer=trainer_folder(), nnUNet_compile="false",
@@ -164,9 +146,9 @@ class Demo:
 
 
 def results_table(summary: dict) -> str:
-    """Dice and HD95 per trainer and device, with Holm-corrected Wilcoxon p-values against the baseline."""
+    """Dice and HD95 per trainer and test scanner, with Holm-corrected Wilcoxon p-values against the baseline."""
     p_values = {(r["test_set"], r["model"], r["metric"]): r["wilcoxon_p_holm"] for r in summary["comparisons"]}
-    lines = ["| trainer | device | Dice | p (Dice) | HD95 (mm) | p (HD95) |", "|---|---|---|---|---|---|"]
+    lines = ["| trainer | scanner | Dice | p (Dice) | HD95 (mm) | p (HD95) |", "|---|---|---|---|---|---|"]
     for model in summary["models"]:
         for test, per_model in summary["results"].items():
             means = per_model[model]["foreground_mean"]
@@ -177,3 +159,36 @@ def results_table(summary: dict) -> str:
 
             lines.append(f"| {model} | {test} | {means['Dice']:.3f} | {p('Dice')} | {means['HD95']:.2f} | {p('HD95')} |")
     return "\n".join(lines)
+
+
+def run_demo(workdir, budget: float | None = None, device: str = "auto") -> dict:
+    """Run (or resume) the demo in ``workdir``, print its table; returns the cross-eval summary."""
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SynthError("--device cuda: no CUDA device is available")
+    budget = budget if budget is not None else (60.0 if device == "cuda" else 15.0)
+    schedule = schedule_for(budget, device == "cuda")
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings_file = workdir / "demo_settings.json"
+    settings = {"budget_minutes": budget, "device": device, "schedule": asdict(schedule)}
+    if settings_file.exists():
+        previous = read_json(settings_file, "delete the work folder or use a new --workdir")
+        if not same_json(previous, settings):
+            raise SynthError(f"{settings_file}: this work folder was made with other settings "
+                             f"(budget {previous.get('budget_minutes')}, device {previous.get('device')}); "
+                             f"use a new --workdir or the same settings")
+    else:
+        write_json_atomic(settings_file, settings)
+    print(f"nnunet-synth demo in {workdir} on {device}, budget {budget:g} min: {schedule}")
+    start = time.time()
+    Demo(workdir, schedule, device).run()
+    summary = read_json(workdir / "cross_eval" / "summary.json")
+    print("\nTrained on scanner A (fold 0); tested on scanners A, B, C. "
+          "p: Wilcoxon signed-rank against the baseline, Holm-corrected.\n")
+    print(results_table(summary))
+    print(f"\nreport: {workdir / 'cross_eval' / 'report.md'} (plots in {workdir / 'cross_eval' / 'plots'})")
+    print(f"this run: {(time.time() - start) / 60:.1f} min")
+    return summary

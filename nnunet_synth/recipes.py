@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from nnunet_synth.errors import SynthError
+
 
 def console_script(name: str) -> str:
     """A console script of the running interpreter's environment, else the bare name (found on PATH)."""
@@ -38,8 +40,6 @@ class StepRunner:
         start = time.time()
         proc = subprocess.run(command, env=env)
         if proc.returncode != 0:
-            from nnunet_synth.errors import SynthError
-
             raise SynthError(f"step '{name}' failed (exit {proc.returncode}); fix the cause and rerun "
                              f"{self.rerun_hint} to resume from this step")
         self.state.mkdir(parents=True, exist_ok=True)
