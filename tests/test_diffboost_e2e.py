@@ -1,11 +1,12 @@
-"""DiffBoost with real nnU-Net commands: twins, training, prediction and resume, in 2D and 3D."""
+"""DiffBoost with real nnU-Net commands in 2D: twins, training, resume and prediction (3D: test_diffboost_3d.py)."""
 import json
+import re
 
 import pytest
 import torch
 
-from conftest import run_command, venv_command
-from nnunet_synth.testing import make_raw_dataset_2d, make_raw_dataset_3d, make_standin_synthetic_dataset
+from conftest import run_command, use_planned, venv_command
+from nnunet_synth.testing import make_standin_synthetic_dataset
 
 
 def short(env, epochs):
@@ -26,47 +27,90 @@ def predict_one(real, ending, configuration, trainer, tmp_path, env):
     assert (tmp_path / "pred" / f"case_000{ending}").is_file()
 
 
+def train_one_epoch_in_process(trainer) -> None:
+    """nnUNetTrainer.run_training for one epoch, without the final validation (the resumed run does that)."""
+    trainer.on_train_start()
+    trainer.on_epoch_start()
+    trainer.on_train_epoch_start()
+    trainer.on_train_epoch_end([trainer.train_step(next(trainer.dataloader_train))
+                                for _ in range(trainer.num_iterations_per_epoch)])
+    with torch.no_grad():
+        trainer.on_validation_epoch_start()
+        trainer.on_validation_epoch_end([trainer.validation_step(next(trainer.dataloader_val))
+                                         for _ in range(trainer.num_val_iterations_per_epoch)])
+    trainer.on_epoch_end()
+    trainer.on_train_end()
+
+
+def make_trainer(cls, preprocessed):
+    base = preprocessed / "Dataset901_Tiny2D"
+    plans = json.loads((base / "nnUNetPlans.json").read_text())
+    plans["continue_training"] = False
+    return cls(plans, "2d", 0, json.loads((base / "dataset.json").read_text()), torch.device("cpu"))
+
+
+def assert_same(a, b, where=""):
+    """Nested checkpoint content (dicts, lists, tensors, numbers) is equal."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a.cpu(), b.cpu()), where
+    else:
+        assert a == b, where
+
+
+def new_log_text(out, sizes_before) -> str:
+    return "".join(p.read_text()[sizes_before.get(p, 0):] for p in sorted(out.glob("training_log_*.txt")))
+
+
 @pytest.mark.e2e
-def test_2d_twins_train_predict_resume(nnunet_folders, tmp_path):
+def test_2d_twins_train_predict_resume(planned_tiny_2d, nnunet_folders, tmp_path, monkeypatch):
+    from nnunet_synth_trainers.nnUNetTrainerDiffBoost import nnUNetTrainerDiffBoostShort
+
+    real = use_planned(planned_tiny_2d, nnunet_folders)
     env = nnunet_folders.env()
-    real = make_raw_dataset_2d(nnunet_folders.raw, 901, n_cases=5, shape=(40, 40))
-    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "-np", "1", "-npfp", "1"], env)
     make_standin_synthetic_dataset(real, nnunet_folders.raw, 902, k=2)
     run_command([venv_command("nnunet-synth"), "twins", "-d", "901", "-s", "902", "-c", "2d"], env)
 
+    # epoch 0 in this process, on the schedule the command line run below reads
+    for key, value in short({}, 1).items():
+        monkeypatch.setenv(key, value)
+    first = make_trainer(nnUNetTrainerDiffBoostShort, nnunet_folders.preprocessed)
+    train_one_epoch_in_process(first)
     trainer = "nnUNetTrainerDiffBoostShort"
-    train = [venv_command("nnUNetv2_train"), "901", "2d", "0", "-tr", trainer, "-device", "cpu"]
-    run_command(train, short(env, 1))
     out = nnunet_folders.results / real.name / f"{trainer}__nnUNetPlans__2d" / "fold_0"
     record = json.loads((out / "diffboost.json").read_text())
     assert record["settings"]["mix_mode"] == "output" and record["synthetic_dataset"] == "Dataset902_Tiny2DStandIn"
-    checkpoint = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["diffboost"] == record["settings"] and checkpoint["current_epoch"] == 1
+    saved = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert saved["diffboost"] == record["settings"] and saved["current_epoch"] == 1
+    assert_same(saved["network_weights"], first.network.state_dict(), "weights")
 
-    # resume to two epochs: continues from the checkpoint with the same settings
-    run_command(train + ["--c"], short(env, 2))
-    checkpoint = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["current_epoch"] == 2 and checkpoint["diffboost"] == record["settings"]
-    logs = "".join(p.read_text() for p in out.glob("training_log_*.txt"))
-    assert "Epoch 1" in logs
+    # what --c loads is the checkpoint's state: weights, optimizer (momentum), logging, epoch
+    loaded = make_trainer(nnUNetTrainerDiffBoostShort, nnunet_folders.preprocessed)
+    loaded.load_checkpoint(str(out / "checkpoint_final.pth"))
+    assert_same(loaded.network.state_dict(), saved["network_weights"], "weights")
+    assert_same(loaded.optimizer.state_dict(), saved["optimizer_state"], "optimizer")
+    assert loaded.optimizer.state_dict()["state"]            # one step was taken: momentum buffers exist
+    assert_same(loaded.logger.get_checkpoint(), saved["logging"], "logging")
+    assert_same(saved["logging"], first.logger.get_checkpoint(), "logging")
+    assert loaded.current_epoch == 1 and loaded._best_ema == saved["_best_ema"]
+
+    # resume to two epochs with nnUNetv2_train --c: the new log starts at epoch 1, the logging continues
+    sizes = {p: len(p.read_text()) for p in out.glob("training_log_*.txt")}
+    run_command([venv_command("nnUNetv2_train"), "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--c"],
+                short(env, 2))
+    epochs = re.findall(r": Epoch (\d+)\s*$", new_log_text(out, sizes), re.M)
+    assert epochs == ["1"], epochs
+    resumed = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert resumed["current_epoch"] == 2 and resumed["diffboost"] == record["settings"]
+    for key, values in saved["logging"].items():
+        assert len(resumed["logging"][key]) == 2 and resumed["logging"][key][:1] == values, key
 
     # prediction is nnU-Net's, unchanged
     predict_one(real, ".png", "2d", trainer, tmp_path, env)
-
-
-@pytest.mark.e2e
-def test_3d_input_mix_train_predict(nnunet_folders, tmp_path):
-    env = nnunet_folders.env()
-    real = make_raw_dataset_3d(nnunet_folders.raw, 911, n_cases=5, shape=(12, 24, 24))
-    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "911", "-c", "3d_fullres", "-np", "1",
-                 "-npfp", "1"], env)
-    make_standin_synthetic_dataset(real, nnunet_folders.raw, 912, k=1)
-    run_command([venv_command("nnunet-synth"), "twins", "-d", "911", "-s", "912", "-c", "3d_fullres"], env)
-
-    trainer = "nnUNetTrainerDiffBoostInputMixShort"
-    run_command([venv_command("nnUNetv2_train"), "911", "3d_fullres", "0", "-tr", trainer, "-device", "cpu"],
-                short(env, 1))
-    out = nnunet_folders.results / real.name / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
-    assert json.loads((out / "diffboost.json").read_text())["settings"]["mix_mode"] == "input"
-
-    predict_one(real, ".nii.gz", "3d_fullres", trainer, tmp_path, env)
