@@ -55,3 +55,14 @@ def use_planned(planned, folders):
     for src, dst in ((planned.raw, folders.raw), (planned.preprocessed, folders.preprocessed)):
         shutil.copytree(src, dst, dirs_exist_ok=True)
     return next(folders.raw.glob("Dataset*"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: reductions split over threads may add in another order, and the 2 cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,14 +20,8 @@ from nnunet_synth.generators.patch_ddpm.train import PatchSampler
 TINY = "--train-steps 1 --patch-size 16 --channels 8 16 --res-blocks 1 --batch-size 2 --lr 1e-3 --steps 2"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine's cores are shared; several torch threads per process
-    # there spend most of their time waiting for each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread for every test here (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _parsed(settings_class, words: list[str]):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-import torch
 
 from nnunet_synth.commands.main import main
 from nnunet_synth.testing import make_raw_dataset_2d, make_raw_dataset_3d
@@ -42,13 +41,8 @@ PINNED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Reductions split over several threads may add in another order; one thread is reproducible.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread for every test here (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def file_hashes(folder) -> dict[str, str]:

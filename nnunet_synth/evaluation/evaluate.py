@@ -1,21 +1,10 @@
-"""Evaluate a folder of predictions against a folder of reference segmentations.
+"""Score a folder of predictions against references: nnU-Net's ``summary.json`` plus surface metrics.
 
-Like ``nnUNetv2_evaluate_folder``, with spacing-aware surface metrics. Files are
-read with the reader-writer nnU-Net picks for the dataset, cases are matched by
-file name, and the output extends nnU-Net's ``summary.json``: the same
-``metric_per_case``, ``mean`` and ``foreground_mean`` keys (Dice, IoU, TP, FP,
-FN, TN, n_pred, n_ref), plus Precision, Recall, HD95, HD95_pooled and ASSD (mm),
-the flags ``empty_pred``/``empty_ref`` per case, and ``n_valid`` (how many
-cases each nanmean was taken over). See ``nnunet_synth.evaluation.metrics`` for
-the definitions and edge cases.
-
-Example:
-
-    nnunet-synth evaluate $nnUNet_raw/Dataset951_Thyroid/labelsTr preds/ \\
-        -djfile $nnUNet_raw/Dataset951_Thyroid/dataset.json -o preds/summary.json -np 4
-
-Without -djfile, the dataset.json next to REF_FOLDER (REF_FOLDER/../dataset.json)
-or in PRED_FOLDER (nnUNetv2_predict writes one there) is used.
+``evaluate_folders`` is what ``nnunet-synth evaluate`` runs (its --help has the
+options and an example). The output extends nnU-Net's ``summary.json`` with
+Precision, Recall, HD95, HD95_pooled and ASSD (mm), per-case empty flags and
+``n_valid``; ``nnunet_synth.evaluation.metrics`` has the definitions and edge
+cases.
 
 Means over cases are taken in ``nnunet_synth.evaluation.aggregate``. nnU-Net,
 and the metrics that use it, are imported inside the functions, so
