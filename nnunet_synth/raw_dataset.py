@@ -21,6 +21,7 @@ import numpy as np
 
 from nnunet_synth.atomic import atomic_path, read_json, remove_stale_temp_files
 from nnunet_synth.errors import SynthError
+from nnunet_synth.labels import check_label_values
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 _DATASET_NAME = re.compile(r"^Dataset(\d{3})_\S+$")
@@ -209,12 +210,8 @@ class RawDataset:
         if not np.allclose(props["spacing"], seg_props["spacing"], rtol=1e-4):
             raise SynthError(f"{label}: spacing {tuple(seg_props['spacing'])} differs from its image's "
                              f"{tuple(props['spacing'])} (case '{case_id}')")
-        if not np.all(np.isfinite(seg)) or np.any(seg != np.round(seg)):
-            raise SynthError(f"{label}: label values must be integers (case '{case_id}')")
-        undeclared = sorted(set(np.unique(seg).astype(int).tolist()) - self.allowed_label_values())
-        if undeclared:
-            raise SynthError(f"{label}: label value(s) {undeclared} are not declared in "
-                             f"{self.folder / 'dataset.json'} (case '{case_id}')")
+        check_label_values(seg, self.allowed_label_values(), f"{label} (case '{case_id}')",
+                           allowed_from=str(self.folder / "dataset.json"))
 
     def check(self, content: bool = True, progress: bool = False) -> None:
         """Raise SynthError at the first problem; ``content`` also reads every case."""

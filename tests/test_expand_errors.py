@@ -263,7 +263,7 @@ def test_undeclared_label_value(nnunet_folders, real_and_synth, capsys):
     from skimage import io
 
     io.imsave(real / "labelsTr" / "case_004.png", np.full((32, 32), 3, np.uint8), check_contrast=False)
-    expect_error(nnunet_folders, capsys, EXPAND, "case_004.png", "[3]", "not declared")
+    expect_error(nnunet_folders, capsys, EXPAND, "case_004.png", "[3]", "are not among the values allowed by")
 
 
 def test_synthetic_without_manifest(nnunet_folders, real_and_synth, capsys):
