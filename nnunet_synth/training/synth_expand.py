@@ -1,9 +1,12 @@
 """Training on an expanded dataset (``nnunet-synth expand``) with real-only validation.
 
-At the start of training the trainer checks the fold it is asked to train
-against the split rules (DESIGN.md), reading the expanded dataset's
-``synthesis.json`` and ``expansion.json`` from its preprocessed folder, and
-stops with a clear error if the fold breaks them or was refused as leaky.
+At the start of training the trainer checks the split nnU-Net is about to
+use against the rules of DESIGN.md, reading the expanded dataset's
+``synthesis.json`` and ``expansion.json`` from its preprocessed folder. It
+stops with a clear error if a generator was trained on the fold's validation
+cases (unless the dataset was expanded with ``--allow-leakage``) or a case is
+placed against the rules, also when splits_final.json was edited after
+``nnunet-synth expand`` wrote it.
 
 ``synthetic_probability`` sets the chance that a training sample is synthetic
 (``None`` keeps the natural ratio of the training set). The mix actually drawn
