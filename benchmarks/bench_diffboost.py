@@ -35,11 +35,12 @@ TARGETS = {"loader_batches_per_s_ratio": (">=", 0.9), "input_mix_iteration_ratio
 
 def prepare(workdir: Path, shape: tuple[int, ...], n_cases: int) -> None:
     from nnunet_synth.diffboost.twins import preprocess_twins
+    from nnunet_synth.manifest import TWINS_FOLDER
     from nnunet_synth.testing import make_nnunet_folders, make_raw_dataset_2d, make_standin_synthetic_dataset
 
     folders = make_nnunet_folders(workdir)
     os.environ.update({k: v for k, v in folders.env().items()})
-    if (folders.preprocessed / "Dataset901_Tiny2D" / "nnUNetPlans_2d" / "diffboost_twins").is_dir():
+    if (folders.preprocessed / "Dataset901_Tiny2D" / "nnUNetPlans_2d" / TWINS_FOLDER).is_dir():
         return
     real = make_raw_dataset_2d(folders.raw, 901, n_cases=n_cases, shape=shape)
     subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnUNetv2_plan_and_preprocess"), "-d", "901",
