@@ -14,8 +14,6 @@ def test_demo_tiny_budget(tmp_path):
 
     workdir = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_", "nnUNetSynth_"))}
-    # Augmentation in the training process: for 2-iteration epochs, starting worker processes costs more.
-    env["nnUNet_n_proc_DA"] = "0"
     proc = run_command([venv_command("nnunet-synth"), "demo", "-w", str(workdir), "--budget", "1", "--device", "cpu"],
                        env, timeout=1800)
     out = proc.stdout

@@ -284,3 +284,37 @@ def test_importing_the_generator_does_not_import_torch():
             "p = argparse.ArgumentParser(); add(p, G.fit_settings, 'fit'); add(p, G.generate_settings, 'gen'); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("shape, patch, overlap", [((37, 50), (16, 16), 0.5), ((20, 18, 24), (8, 8, 16), 0.25)])
+def test_tiles_are_placed_and_weighted_like_nnunets_sliding_window(shape, patch, overlap):
+    """Tile origins are nnU-Net's sliding-window steps; the blend is the Gaussian-weighted mean of the tiles."""
+    import itertools
+
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+    calls = []
+
+    def network(inputs, t):
+        # every tile predicts its own number, so the blend shows each tile's weight at every voxel
+        first = sum(calls)
+        calls.append(len(inputs))
+        values = torch.arange(first, first + len(inputs), dtype=torch.float32) + 1
+        return values.reshape((-1, 1) + (1,) * len(shape)).expand((len(inputs), 1) + patch).clone()
+
+    predictor = TiledPredictor(network, torch.zeros(shape, dtype=torch.int16), [1], patch, overlap=overlap,
+                               tile_batch=2, device="cpu")
+    steps = compute_steps_for_sliding_window(shape, patch, 1 - overlap)
+    expected_starts = [tuple(int(v) for v in s) for s in itertools.product(*steps)]
+    assert predictor.starts == expected_starts
+
+    blended = predictor(torch.zeros((1, 1) + shape), torch.tensor(1))[0, 0].numpy()
+    gaussian = compute_gaussian(patch, sigma_scale=1. / 8, value_scaling_factor=1, dtype=torch.float32,
+                                device="cpu").numpy().astype(np.float64)
+    numerator, weights = np.zeros(shape), np.zeros(shape)
+    for value, start in enumerate(expected_starts, start=1):
+        window = tuple(slice(s, s + p) for s, p in zip(start, patch))
+        numerator[window] += value * gaussian
+        weights[window] += gaussian
+    np.testing.assert_allclose(blended, numerator / weights, rtol=1e-5)
+    assert sum(calls) == len(expected_starts) and max(calls) == 2

@@ -14,9 +14,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "dataset_conversion" / "recipe_lu
 @pytest.mark.e2e
 def test_recipe_chain_tiny(nnunet_folders, tmp_path):
     env = nnunet_folders.env()
-    # Augmentation in the training process: for 2-iteration epochs, starting worker processes costs more.
-    env.update(nnUNetSynth_epochs="1", nnUNetSynth_iterations_per_epoch="2", nnUNetSynth_val_iterations_per_epoch="1",
-               nnUNet_n_proc_DA="0")
+    env.update(nnUNetSynth_epochs="1", nnUNetSynth_iterations_per_epoch="2", nnUNetSynth_val_iterations_per_epoch="1")
     make_raw_dataset_3d(nnunet_folders.raw, 951, n_cases=6, shape=(16, 32, 32))
     make_raw_dataset_3d(nnunet_folders.raw, 960, name="Tiny3DTest", n_cases=2, shape=(16, 32, 32), seed=7)
     workdir = tmp_path / "work"
