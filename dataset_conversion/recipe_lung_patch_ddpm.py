@@ -40,12 +40,12 @@ Smoke run (short schedules, tiny DDPM):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
+from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 from nnunet_synth.recipes import StepRunner, console_script
 
@@ -242,14 +242,13 @@ def check_settings(workdir: Path, args) -> None:
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("workdir", "num_processes")}
     path = workdir / "recipe_settings.json"
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = read_json(path, "delete the work folder or use a new --workdir")
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
         if changed:
             raise SynthError(f"{path}: this work folder was made with other settings ({', '.join(changed)}); "
                              f"use a new --workdir or the same settings")
     else:
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2) + "\n")
+        write_json_atomic(path, settings)  # an interrupted write leaves no half file
 
 
 def main(argv: list[str] | None = None) -> int:

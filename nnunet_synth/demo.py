@@ -168,7 +168,8 @@ def run_demo(workdir, budget: float | None = None, device: str = "auto") -> dict
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if device == "cuda" and not torch.cuda.is_available():
         raise SynthError("--device cuda: no CUDA device is available")
-    budget = budget if budget is not None else (60.0 if device == "cuda" else 15.0)
+    # a float, so that --budget 15, budget=15 and the default 15.0 are the same settings
+    budget = float(budget) if budget is not None else (60.0 if device == "cuda" else 15.0)
     schedule = schedule_for(budget, device == "cuda")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
