@@ -66,3 +66,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def accelerate_generate(arguments: list[str], env: dict) -> subprocess.CompletedProcess:
+    """``nnunet-synth generate ARGUMENTS`` sharded over 2 processes by accelerate (on CPU: torchrun, --multi_gpu).
+
+    Each process runs on the CPU when ``--device cpu`` is given and no GPU is visible.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = run_command([venv_command("accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                        "--main_process_port", str(port), "-m", "nnunet_synth.commands.generate", *arguments], env=env)
+    assert "[process 1]" in proc.stderr and "[process 0]" in proc.stderr
+    return proc

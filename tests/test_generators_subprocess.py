@@ -2,15 +2,13 @@
 compared file by file with one uninterrupted single-process run."""
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import run_command, venv_command
+from conftest import accelerate_generate, run_command, venv_command
 from test_generators_blur import BlurTestGenerator, blur_env
 
 from nnunet_synth.commands.main import main as cli_main
@@ -84,14 +82,5 @@ def test_killed_run_resumes_to_identical_files(setup, tmp_path):
 def test_two_accelerate_processes_write_the_same_files(setup, tmp_path):
     real, model, reference = setup
     env, out = env_for(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # On CPU, accelerate starts several processes through torchrun (--multi_gpu); each one
-    # then runs on the CPU because --device cpu and no GPU is visible.
-    proc = run_command([venv_command("accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                        "--main_process_port", str(port),
-                        "-m", "nnunet_synth.commands.generate", "test-blur", *arguments(real, model)], env=env)
-    assert "[process 1]" in proc.stderr and "[process 0]" in proc.stderr
+    accelerate_generate(["test-blur", *arguments(real, model)], env)
     assert files_of(out) == reference

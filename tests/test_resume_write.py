@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import run_command, venv_command
+from conftest import accelerate_generate, run_command, venv_command
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
 from nnunet_synth.commands.main import main as cli_main
@@ -131,15 +130,7 @@ def test_killed_generate_resumes_to_identical_files(fitted, tmp_path, name):
 def test_two_accelerate_processes_write_the_same_files(fitted, tmp_path):
     args, reference, folder_name = fitted["png"]
     env, raw = env_for(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # On CPU, accelerate starts several processes through torchrun (--multi_gpu); each one
-    # then runs on the CPU because --device cpu and no GPU is visible.
-    proc = run_command([venv_command("accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                        "--main_process_port", str(port), "-m", "nnunet_synth.commands.generate", *args], env=env)
-    assert "[process 1]" in proc.stderr and "[process 0]" in proc.stderr
+    accelerate_generate([*args], env)
     out = raw / folder_name
     assert_same_files(out, reference)
     assert not list(out.rglob(".tmp-*"))
