@@ -84,7 +84,7 @@ def fit_generator(job: FitJob, settings) -> Path:
         raise SynthError(f"{record_file}: this model folder belongs to another training run "
                          f"(other generator, dataset or cases); choose another -o folder")
     labels = sorted(int(v) for v in real.label_manager.all_labels)
-    cases = [read_source_case(real, case_id).normalised()
+    cases = [read_source_case(real, case_id).normalised
              for case_id in tqdm(case_ids, desc=f"reading {real.name}", unit="case")]
 
     created = not model_dir.exists()

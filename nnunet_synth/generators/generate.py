@@ -183,7 +183,7 @@ def generate_sample(generator, source: SourceCase, mode: str, seed: int, prompt:
     target = source.seg
     if mode == "new":
         target, extras["mask_deformation"] = mask_variation.vary_mask(source.seg, source.spacing, seed)
-    request = GenerationRequest(source=source.normalised(), target_mask=target, mode=mode, seed=seed,
+    request = GenerationRequest(source=source.normalised, target_mask=target, mode=mode, seed=seed,
                                 prompt=prompt, settings=settings)
     response = generator.generate(request)
     image = check_response(generator, request, response, model_labels)

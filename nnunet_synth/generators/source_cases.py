@@ -8,6 +8,7 @@ before writing, so written files have exactly the source's geometry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -31,8 +32,10 @@ class SourceCase:
         """Put back the length-1 axis nnU-Net's 2D readers and writers use (channel axis first)."""
         return array[:, None] if self.is_2d else array
 
+    @cached_property
     def normalised(self) -> TrainingCase:
-        """The case in generator space: every channel clipped and scaled to [-1, 1]."""
+        """The case in generator space: every channel clipped and scaled to [-1, 1] (computed once per case,
+        however many samples are drawn from it)."""
         return TrainingCase(self.case_id, normalise_image(self.image), self.seg, self.spacing)
 
 
