@@ -45,9 +45,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
-from nnunet_synth.recipes import StepRunner, console_script
+from nnunet_synth.recipes import StepRunner, check_workdir_settings, console_script
 
 CONFIGURATION, FOLD, PRESET, K, WORST = "3d_fullres", 0, "ct3d", 1, 10
 ID_OFFSETS = {"synthetic_twins": 0, "synthetic_new": 1, "targeted_twins": 2, "targeted_new": 3,
@@ -240,15 +239,7 @@ class Recipe:
 def check_settings(workdir: Path, args) -> None:
     """A work folder belongs to one set of settings: a rerun with others would mix models."""
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("workdir", "num_processes")}
-    path = workdir / "recipe_settings.json"
-    if path.exists():
-        previous = read_json(path, "delete the work folder or use a new --workdir")
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-        if changed:
-            raise SynthError(f"{path}: this work folder was made with other settings ({', '.join(changed)}); "
-                             f"use a new --workdir or the same settings")
-    else:
-        write_json_atomic(path, settings)  # an interrupted write leaves no half file
+    check_workdir_settings(workdir / "recipe_settings.json", settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nnunet_synth.atomic import read_json, same_json, write_json_atomic
+from nnunet_synth.atomic import read_json
 from nnunet_synth.environment import trainer_folder
 from nnunet_synth.errors import SynthError
-from nnunet_synth.recipes import StepRunner, console_script
+from nnunet_synth.recipes import StepRunner, check_workdir_settings, console_script
 
 TRAIN_ID, TEST_IDS = 700, {"A": 701, "B": 702, "C": 703}
 TWINS_ID, NEW_ID, EXPANDED_ID = 704, 705, 710
@@ -173,16 +173,9 @@ def run_demo(workdir, budget: float | None = None, device: str = "auto") -> dict
     schedule = schedule_for(budget, device == "cuda")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    settings_file = workdir / "demo_settings.json"
-    settings = {"budget_minutes": budget, "device": device, "schedule": asdict(schedule)}
-    if settings_file.exists():
-        previous = read_json(settings_file, "delete the work folder or use a new --workdir")
-        if not same_json(previous, settings):
-            raise SynthError(f"{settings_file}: this work folder was made with other settings "
-                             f"(budget {previous.get('budget_minutes')}, device {previous.get('device')}); "
-                             f"use a new --workdir or the same settings")
-    else:
-        write_json_atomic(settings_file, settings)
+    check_workdir_settings(workdir / "demo_settings.json",
+                           {"budget_minutes": budget, "device": device, "schedule": asdict(schedule)},
+                           describe=lambda p: f"budget {p.get('budget_minutes')}, device {p.get('device')}")
     print(f"nnunet-synth demo in {workdir} on {device}, budget {budget:g} min: {schedule}")
     start = time.time()
     Demo(workdir, schedule, device).run()

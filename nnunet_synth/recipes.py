@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from nnunet_synth.atomic import read_json, same_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 
 
@@ -46,3 +47,21 @@ class StepRunner:
         marker.write_text(f"{time.time() - start:.1f}\n")
         print(f"[{number}/{total}] {name}: finished in {time.time() - start:.0f} s", flush=True)
         return True
+
+
+def check_workdir_settings(path: Path, settings: dict, describe=None) -> None:
+    """A work folder belongs to one set of settings: record them on first use, refuse others later.
+
+    A rerun with other settings would mix the steps of two runs. The refusal
+    names the settings that changed, or what ``describe(previous)`` says.
+    """
+    path = Path(path)
+    if not path.exists():
+        write_json_atomic(path, settings)  # an interrupted write leaves no half file
+        return
+    previous = read_json(path, "delete the work folder or use a new --workdir")
+    changed = sorted(k for k in set(previous) | set(settings) if not same_json(previous.get(k), settings.get(k)))
+    if changed:
+        what = describe(previous) if describe is not None else ", ".join(changed)
+        raise SynthError(f"{path}: this work folder was made with other settings ({what}); "
+                         f"use a new --workdir or the same settings")
