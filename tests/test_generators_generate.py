@@ -274,3 +274,20 @@ def test_a_response_that_breaks_the_contract_is_an_error(tiny2d, monkeypatch):
                         lambda self, request: GenerationResponse(original(self, request).image * 3, request.target_mask))
     with pytest.raises(RuntimeError, match=r"values outside \[-1, 1\]"):
         generate("-m", model, "-d", 901, "-o", 911, "--mode", "twins", "-k", 1, "--cases", "case_001")
+
+    # inpaint: the painted voxels must be given, and outside them the mask must be the source's
+    def without_changed(self, request):
+        response = original(self, request)
+        return GenerationResponse(response.image, response.mask)
+
+    def erases_a_lesion(self, request):
+        response = original(self, request)
+        mask = response.mask.copy()
+        mask[(request.source.seg != 0) & ~response.changed] = 0
+        return GenerationResponse(response.image, mask, changed=response.changed)
+
+    for broken, message, output in ((without_changed, "must say which voxels it painted", 912),
+                                    (erases_a_lesion, "changed the source's labels outside the voxels it painted", 913)):
+        monkeypatch.setattr(BlurTestGenerator, "generate", broken)
+        with pytest.raises(RuntimeError, match=message):
+            generate("-m", model, "-d", 901, "-o", output, "--mode", "inpaint", "-k", 1, "--cases", "case_001")

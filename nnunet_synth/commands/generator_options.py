@@ -3,7 +3,7 @@
 Each generator is a sub-command (``nnunet-synth generate patch-ddpm ...``). Its
 own options come from the fields of its settings dataclasses: the option name
 is the field's (``--patch-size`` for ``patch_size``) unless the field's
-metadata gives a ``flag``; the help text is the metadata's ``help`` plus the
+metadata gives a ``flag`` (``required: True`` makes it required); the help text is the metadata's ``help`` plus the
 field's default. Generator classes are imported only when their sub-command is
 parsed, so ``nnunet-synth fit --help`` lists them without importing any.
 """
@@ -53,7 +53,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_class, titl
             continue
         default = f.default
         if default is not None and "(default" not in text:
-            text = f"{text} (default {default})"
+            shown = ", ".join(map(str, default)) if isinstance(default, tuple) else default
+            text = f"{text} (default {shown})"
         kwargs = dict(dest=f.name, type=kind, default=default, help=text)
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
@@ -61,6 +62,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_class, titl
             kwargs["metavar"] = meta["metavar"]
         if is_tuple:
             kwargs["nargs"] = "+"
+        if meta.get("required"):
+            kwargs["required"] = True
+            kwargs["help"] = meta.get("help", "") + " (required)"
         group.add_argument(flag, **kwargs)
     return [f.name for f in fields]
 

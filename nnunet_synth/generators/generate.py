@@ -217,12 +217,13 @@ def check_response(generator, request: GenerationRequest, response: GenerationRe
     check_label_values(mask, model_labels, f"generator {who}, case '{case}': the returned mask",
                        allowed_from="the model")
     if request.mode == "inpaint":
-        lesion = request.source.seg > 0
-        if not np.array_equal(mask[lesion], request.source.seg[lesion]):
-            raise RuntimeError(f"generator {who} changed the source's own labels while inpainting case '{case}'")
         if response.changed is None or np.shape(response.changed) != mask.shape:
             raise RuntimeError(f"generator {who} must say which voxels it painted (changed, shape {mask.shape}) "
                                f"when inpainting case '{case}'")
+        kept = ~np.asarray(response.changed, dtype=bool)
+        if not np.array_equal(mask[kept], request.source.seg[kept]):
+            raise RuntimeError(f"generator {who} changed the source's labels outside the voxels it painted "
+                               f"while inpainting case '{case}'")
     elif not np.array_equal(mask, request.target_mask):
         raise RuntimeError(f"generator {who} returned a mask other than the target mask for case '{case}' "
                            f"(mode {request.mode})")

@@ -17,6 +17,8 @@ ENV_VAR = "NNUNET_SYNTH_GENERATORS"
 
 _BUILTIN: dict[str, object] = {
     "patch-ddpm": "nnunet_synth.generators.patch_ddpm:PatchDDPMGenerator",
+    "controlnet": "nnunet_synth.generators.controlnet:ControlNetGenerator",
+    "sd-inpaint": "nnunet_synth.generators.sd_inpaint:SDInpaintGenerator",
 }
 _registered: dict[str, object] = {}
 

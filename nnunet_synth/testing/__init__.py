@@ -78,6 +78,38 @@ def make_raw_dataset_2d(raw_root: str | os.PathLike, dataset_id: int, name: str 
     return folder
 
 
+def _sector_case(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A convex-probe ultrasound look: a speckled fan on black, one brighter elliptical lesion inside it (label 1)."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float32)
+    apex_x, radius = shape[1] / 2, 0.95 * shape[0]
+    fan = (np.hypot(yy, xx - apex_x) <= radius) & (np.abs(np.degrees(np.arctan2(xx - apex_x, yy))) <= 40)
+    centre = (rng.uniform(0.45, 0.7) * shape[0], apex_x + rng.uniform(-0.12, 0.12) * shape[1])
+    axes = (rng.uniform(0.07, 0.12) * shape[0], rng.uniform(0.07, 0.12) * shape[1])
+    seg = ((((yy - centre[0]) / axes[0]) ** 2 + ((xx - centre[1]) / axes[1]) ** 2 <= 1) & fan).astype(np.uint8)
+    tissue = rng.gamma(4.0, 20.0, size=shape) * (1 - 0.3 * yy / shape[0])
+    img = np.where(fan, tissue + 70 * seg, 0)
+    return img, seg
+
+
+def make_sector_dataset_2d(raw_root: str | os.PathLike, dataset_id: int, name: str = "Sector2D", n_cases: int = 6,
+                           shape: tuple[int, int] = (64, 80), seed: int = 0) -> Path:
+    """A PNG dataset (NaturalImage2DIO) of ultrasound-like sector images on black; uint8, labels {0, 1}."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+    from skimage import io
+
+    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n_cases):
+        img, seg = _sector_case(rng, shape)
+        io.imsave(folder / "imagesTr" / f"case_{i:03d}_0000.png", np.clip(img, 0, 255).astype(np.uint8),
+                  check_contrast=False)
+        io.imsave(folder / "labelsTr" / f"case_{i:03d}.png", seg, check_contrast=False)
+    generate_dataset_json(str(folder), {0: "US"}, {"background": 0, "lesion": 1}, n_cases, ".png", dataset_name=folder.name)
+    return folder
+
+
 def make_raw_dataset_3d(raw_root: str | os.PathLike, dataset_id: int, name: str = "Tiny3D", n_cases: int = 6,
                         shape: tuple[int, int, int] = (20, 32, 32), spacing: tuple[float, float, float] = (2.5, 0.8, 0.8),
                         seed: int = 0, case_prefix: str = "case") -> Path:

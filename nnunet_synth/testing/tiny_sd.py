@@ -59,10 +59,12 @@ def tiny_tokenizer(folder: str | os.PathLike):
     return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=MODEL_MAX_LENGTH)
 
 
-def tiny_components(tokenizer_folder: str | os.PathLike, inpainting: bool = False, seed: int = 0) -> dict:
+def tiny_components(tokenizer_folder: str | os.PathLike, inpainting: bool = False, seed: int = 0,
+                    channels: tuple[int, int] = (32, 64)) -> dict:
     """The pipeline components, each model initialised right after ``torch.manual_seed(seed)``.
 
     The tokenizer's vocab.json and merges.txt are written into ``tokenizer_folder``.
+    ``channels`` are the UNet's and the VAE's block channels (benchmarks use wider ones).
     """
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
@@ -73,13 +75,13 @@ def tiny_components(tokenizer_folder: str | os.PathLike, inpainting: bool = Fals
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
+            block_out_channels=channels, layers_per_block=2, sample_size=32,
             in_channels=9 if inpainting else 4, out_channels=4,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
         torch.manual_seed(seed)
         vae = AutoencoderKL(
-            block_out_channels=(32, 64), in_channels=3, out_channels=3,
+            block_out_channels=channels, in_channels=3, out_channels=3,
             down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
             up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), latent_channels=4, sample_size=64)
         torch.manual_seed(seed)
@@ -92,7 +94,8 @@ def tiny_components(tokenizer_folder: str | os.PathLike, inpainting: bool = Fals
                 scheduler=PNDMScheduler(**SD1_SCHEDULER))
 
 
-def write_tiny_sd(out_dir: str | os.PathLike, inpainting: bool = False, seed: int = 0) -> Path:
+def write_tiny_sd(out_dir: str | os.PathLike, inpainting: bool = False, seed: int = 0,
+                  channels: tuple[int, int] = (32, 64)) -> Path:
     """Save a tiny random SD 1.x (``inpainting``: a 9-channel inpainting UNet) into ``out_dir``; returns it.
 
     Files already in ``out_dir`` with the same names are overwritten. ``tokenizer/`` holds
@@ -103,7 +106,7 @@ def write_tiny_sd(out_dir: str | os.PathLike, inpainting: bool = False, seed: in
 
     out_dir = Path(out_dir)
     pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
-    pipe = pipeline_class(**tiny_components(out_dir / "tokenizer", inpainting, seed), safety_checker=None,
+    pipe = pipeline_class(**tiny_components(out_dir / "tokenizer", inpainting, seed, channels), safety_checker=None,
                           feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     return out_dir

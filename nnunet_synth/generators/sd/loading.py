@@ -118,8 +118,10 @@ def load_sd_components(name_or_path: str | os.PathLike, allow_download: bool = F
     out = SDComponents()
 
     def model(cls, part):
-        m = cls.from_pretrained(source, subfolder=part, local_files_only=local_only)
-        return m.to(device=device, dtype=dtype).eval()
+        m = cls.from_pretrained(source, subfolder=part, local_files_only=local_only).to(device=device)
+        if dtype is not None and m.dtype != dtype:
+            m = m.to(dtype=dtype)
+        return m.eval()
 
     if "tokenizer" in parts:
         out.tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_only)
@@ -170,3 +172,13 @@ def check_resolution(vae, resolution: int, where: str) -> int:
                          f"(the VAE downsamples by {2 ** (len(vae.config.block_out_channels) - 1)}); "
                          f"use e.g. {lower} or {lower + factor}")
     return resolution
+
+
+def make_sampler(name: str, scheduler_config):
+    """``ddim``, ``pndm`` or ``dpm`` (DDIM, PNDM, DPM-Solver++ multistep) built from a pipeline's scheduler config."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+
+    classes = {"ddim": DDIMScheduler, "pndm": PNDMScheduler, "dpm": DPMSolverMultistepScheduler}
+    if name not in classes:
+        raise SynthError(f"unknown sampler {name!r}; choose from {', '.join(classes)}")
+    return classes[name].from_config(scheduler_config)
