@@ -66,6 +66,9 @@ class Demo:
         self.workdir, self.schedule, self.device = workdir, schedule, device
         self.raw, self.pre, self.results = workdir / "nnUNet_raw", workdir / "nnUNet_preprocessed", workdir / "nnUNet_results"
         self.runner = StepRunner(workdir / ".demo_steps", rerun_hint=f"`nnunet-synth demo -w {workdir}`")
+        # Worker processes for preprocessing: on a CPU the demo's images are tiny, and starting a worker
+        # (which imports torch and nnU-Net) costs more than the work it would take over.
+        self.processes = "1" if device == "cpu" else "2"
 
     def env(self) -> dict:
         env = dict(os.environ)
@@ -112,7 +115,7 @@ class Demo:
                                  "--n-train", str(s.n_train), "--n-test", str(s.n_test), "--workers", "2", "--quiet"]
                                 + (["--image-size", str(s.image_rows)] if s.image_rows else [])),
             ("plan", lambda: [self.tool("nnUNetv2_plan_and_preprocess"), "-d", str(TRAIN_ID), "-c", CONFIG,
-                              "-np", "2", "-npfp", "2", "--verify_dataset_integrity"]),
+                              "-np", self.processes, "-npfp", self.processes, "--verify_dataset_integrity"]),
             ("fit", lambda: [synth, "fit", "patch-ddpm", "-d", str(TRAIN_ID), "--fold", "0", "-o", str(model),
                              "--channels", *map(str, s.ddpm_channels), "--res-blocks", "1",
                              "--patch-size", str(s.ddpm_patch), "--batch-size", str(s.ddpm_batch),
@@ -123,9 +126,10 @@ class Demo:
             ("new", lambda: [synth, "generate", "patch-ddpm", *gen_common, "-o", str(NEW_ID), "--mode", "new",
                              "-k", str(s.k_new), "--cases", *self.fold0_training_cases()]),
             ("twin-prep", lambda: [synth, "twins", "-d", str(TRAIN_ID), "-s", str(TWINS_ID), "-c", CONFIG,
-                                   "--allow-real-only", "-np", "2"]),
+                                   "--allow-real-only", "-np", self.processes]),
             ("expand", lambda: [synth, "expand", "-d", str(TRAIN_ID), "-s", str(TWINS_ID), "-s", str(NEW_ID),
-                                "-o", str(EXPANDED_ID), "--preprocess", CONFIG, "-np", "2", "--overwrite"]),
+                                "-o", str(EXPANDED_ID), "--preprocess", CONFIG, "-np", self.processes,
+                                "--overwrite"]),
             ("train-baseline", lambda: self.train_command(TRAIN_ID, TRAINERS["baseline"])),
             ("train-diffboost", lambda: self.train_command(TRAIN_ID, TRAINERS["diffboost"])),
             ("train-synthexpand", lambda: self.train_command(EXPANDED_ID, TRAINERS["synthexpand"])),

@@ -2,6 +2,8 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -35,19 +37,90 @@ def run_command(args: list[str], env: dict, timeout: float = 600, check: bool = 
     return proc
 
 
+def built_once(tmp_path_factory, name: str, build):
+    """``build(folder)`` run once per test session, even with several xdist workers; returns the folder.
+
+    Workers share the folder through a file lock in the session's common temporary root: the
+    first to arrive builds it, the others wait and read it. Tests must not change it.
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_file():
+            if folder.exists():
+                shutil.rmtree(folder)  # a build that failed in another worker
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def _plan_tiny_2d(folder):
+    from nnunet_synth.testing import make_raw_dataset_2d
+
+    folders = make_nnunet_folders(folder)
+    make_raw_dataset_2d(folders.raw, 901, n_cases=10)
+    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "-np", "1", "-npfp", "1",
+                 "--verify_dataset_integrity"], folders.env())
+
+
 @pytest.fixture(scope="session")
 def planned_tiny_2d(tmp_path_factory):
     """nnU-Net folders with Dataset901_Tiny2D (10 PNG cases, 64x64) planned and preprocessed for 2d, once per session.
 
     Tests must not change these folders: copy them with ``use_planned(planned_tiny_2d, nnunet_folders)``.
     """
-    from nnunet_synth.testing import make_raw_dataset_2d
+    return make_nnunet_folders(built_once(tmp_path_factory, "planned_tiny_2d", _plan_tiny_2d))
 
-    folders = make_nnunet_folders(tmp_path_factory.mktemp("planned_tiny_2d"))
-    make_raw_dataset_2d(folders.raw, 901, n_cases=10)
-    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "-np", "1", "-npfp", "1",
-                 "--verify_dataset_integrity"], folders.env())
-    return folders
+
+@dataclass
+class DemoRun:
+    workdir: Path
+    first: str           # stdout of `nnunet-synth demo --budget 1`
+    again: str           # stdout of the same command rerun
+
+    def folders(self):
+        return make_nnunet_folders(self.workdir)
+
+
+def _run_demo(folder):
+    workdir = folder / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_", "nnUNetSynth_"))}
+    # One export process per training (the demo's default is 2): the suite shares 2 cores between two tests.
+    env["nnUNet_def_n_proc"] = "1"
+    command = [venv_command("nnunet-synth"), "demo", "-w", str(workdir), "--budget", "1", "--device", "cpu"]
+    (folder / "first.txt").write_text(run_command(command, env, timeout=1800).stdout)
+    # a rerun skips every step (test_demo_e2e checks it); run here, before any test reads the folder
+    (folder / "again.txt").write_text(run_command(command, env, timeout=600).stdout)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo with a tiny budget, run (and rerun) once per session; tests read its work folder, never change it.
+
+    It is the one 2D chain of the suite (phantom, plan, fit, twins, new, twin-prep, expand, baseline / DiffBoost /
+    expansion trainings, cross-eval): test_demo_e2e checks the chain, and other tests reuse its trained models
+    instead of training their own. Tests that use it run on one xdist worker (see pytest_collection_modifyitems).
+    """
+    folder = built_once(tmp_path_factory, "demo_run", _run_demo)
+    return DemoRun(folder / "demo", (folder / "first.txt").read_text(), (folder / "again.txt").read_text())
+
+
+def copy_results(source: Path, target: Path) -> Path:
+    """A writable copy of an nnU-Net results folder whose checkpoints are links to the originals (read only)."""
+    for path in sorted(source.rglob("*")):
+        out = target / path.relative_to(source)
+        if path.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+        elif path.suffix == ".pth":
+            out.symlink_to(path)
+        else:
+            shutil.copy2(path, out)
+    return target
 
 
 def use_planned(planned, folders):
@@ -83,3 +156,24 @@ def accelerate_generate(arguments: list[str], env: dict) -> subprocess.Completed
                         "--main_process_port", str(port), "-m", "nnunet_synth.commands.generate", *arguments], env=env)
     assert "[process 1]" in proc.stderr and "[process 0]" in proc.stderr
     return proc
+
+
+# The longest tests, longest first (seconds on 2 idle cores). ``make test`` runs the suite on two
+# xdist workers with --dist loadgroup, which hands out tests in this order as workers free up:
+# starting the longest ones first lets both workers finish at about the same time.
+LONGEST_FIRST = ("test_recipe_lung.py", "test_demo_e2e.py", "test_diffboost_e2e.py", "test_expand_e2e.py",
+                 "test_eval_cross_e2e.py", "test_diffboost_3d.py", "test_resume_write.py",
+                 "test_discovery_and_doctor.py", "test_sd_inpaint.py", "test_controlnet.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """The longest test files first (in LONGEST_FIRST's order), then the rest in collection order.
+
+    Tests that use the session's demo run share one xdist worker (group "demo"), so the demo runs once.
+    """
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    for item in items:
+        if "demo_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("demo"))

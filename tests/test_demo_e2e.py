@@ -1,22 +1,15 @@
-"""The demo with a tiny budget: every artifact it promises is there and valid."""
+"""The demo with a tiny budget (run once per session by conftest's demo_run): every artifact it promises is there and valid."""
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_command, venv_command
-
 
 @pytest.mark.e2e
-def test_demo_tiny_budget(tmp_path):
-    import os
-
-    workdir = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_", "nnUNetSynth_"))}
-    proc = run_command([venv_command("nnunet-synth"), "demo", "-w", str(workdir), "--budget", "1", "--device", "cpu"],
-                       env, timeout=1800)
-    out = proc.stdout
+def test_demo_tiny_budget(demo_run):
+    workdir = demo_run.workdir
+    out = demo_run.first
     assert "| trainer | scanner | Dice |" in out
     assert str(workdir / "cross_eval" / "report.md") in out
 
@@ -69,7 +62,6 @@ def test_demo_tiny_budget(tmp_path):
         assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 1, png
 
     # a rerun skips every step and prints the same table
-    again = run_command([venv_command("nnunet-synth"), "demo", "-w", str(workdir), "--budget", "1", "--device", "cpu"],
-                        env, timeout=600)
-    assert again.stdout.count("done before, skipped") == 11
-    assert out.split("| trainer |")[1].split("report:")[0] == again.stdout.split("| trainer |")[1].split("report:")[0]
+    again = demo_run.again
+    assert again.count("done before, skipped") == 11
+    assert out.split("| trainer |")[1].split("report:")[0] == again.split("| trainer |")[1].split("report:")[0]

@@ -18,12 +18,12 @@ from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
 from nnunetv2.preprocessing.preprocessors import default_preprocessor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from conftest import run_command, venv_command
+from conftest import built_once, run_command, venv_command
 from nnunet_synth.diffboost.twins import preprocess_twins
 from nnunet_synth.manifest import TWINS_FILE, TWINS_FOLDER
 from nnunet_synth.raw_dataset import RawDataset
 from nnunet_synth.testing import make_nnunet_folders, make_standin_synthetic_dataset
-from test_diffboost_e2e import predict_one, short
+from test_diffboost_e2e import short
 
 SHAPE = (10, 18, 14)                     # numpy (z, y, x); x is the coarse axis
 
@@ -53,10 +53,23 @@ def make_padded_anisotropic_dataset(raw_root, dataset_id: int, n_cases: int = 5)
     return folder
 
 
-@pytest.fixture(scope="module")
-def planned_3d(tmp_path_factory):
-    """Dataset921 planned and preprocessed for 3d_fullres, with twins (Dataset922, k=1) preprocessed in process."""
-    folders = make_nnunet_folders(tmp_path_factory.mktemp("diffboost_3d"))
+# Both tests read one planned 3D dataset: one xdist worker runs them, one after the other.
+pytestmark = pytest.mark.xdist_group("diffboost_3d")
+
+
+def predict_one(real, ending, configuration, trainer, tmp_path, env):
+    """nnUNetv2_predict, unchanged, on the first real image."""
+    images = tmp_path / "in"
+    images.mkdir()
+    (images / f"case_000_0000{ending}").write_bytes((real / "imagesTr" / f"case_000_0000{ending}").read_bytes())
+    run_command([venv_command("nnUNetv2_predict"), "-i", str(images), "-o", str(tmp_path / "pred"), "-d", real.name,
+                 "-c", configuration, "-f", "0", "-tr", trainer, "-device", "cpu", "--disable_tta",
+                 "-npp", "1", "-nps", "1"], env)
+    assert (tmp_path / "pred" / f"case_000{ending}").is_file()
+
+
+def _plan_3d(folder):
+    folders = make_nnunet_folders(folder)
     real = make_padded_anisotropic_dataset(folders.raw, 921)
     run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "921", "-c", "3d_fullres", "-np", "1",
                  "-npfp", "1"], folders.env())
@@ -65,7 +78,15 @@ def planned_3d(tmp_path_factory):
         for key, value in folders.env().items():
             mp.setenv(key, value)
         preprocess_twins("921", "922", "3d_fullres", progress=False)
-    return folders
+
+
+@pytest.fixture(scope="module")
+def planned_3d(tmp_path_factory):
+    """Dataset921 planned and preprocessed for 3d_fullres, with twins (Dataset922, k=1) preprocessed in process.
+
+    Built once per session (both tests of this module may run on different xdist workers).
+    """
+    return make_nnunet_folders(built_once(tmp_path_factory, "planned_3d", _plan_3d))
 
 
 def test_stored_twin_equals_nnunets_run_case_on_the_twin_with_the_real_crop_box(planned_3d, monkeypatch):

@@ -1,4 +1,5 @@
-"""DiffBoost with real nnU-Net commands in 2D: twins, training, resume and prediction (3D: test_diffboost_3d.py)."""
+"""DiffBoost with real nnU-Net commands in 2D: twins, training and resume (3D, with nnUNetv2_predict: test_diffboost_3d.py;
+the demo's cross-eval predicts its 2D DiffBoost model with nnU-Net's predictor: test_demo_e2e.py)."""
 import json
 import re
 
@@ -14,17 +15,6 @@ def short(env, epochs):
     # shared CPU, starting worker processes costs more than these tiny runs themselves.
     return {**env, "nnUNetSynth_epochs": str(epochs), "nnUNetSynth_iterations_per_epoch": "2",
             "nnUNetSynth_val_iterations_per_epoch": "1", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"}
-
-
-def predict_one(real, ending, configuration, trainer, tmp_path, env):
-    """nnUNetv2_predict, unchanged, on the first real image."""
-    images = tmp_path / "in"
-    images.mkdir()
-    (images / f"case_000_0000{ending}").write_bytes((real / "imagesTr" / f"case_000_0000{ending}").read_bytes())
-    run_command([venv_command("nnUNetv2_predict"), "-i", str(images), "-o", str(tmp_path / "pred"), "-d", real.name,
-                 "-c", configuration, "-f", "0", "-tr", trainer, "-device", "cpu", "--disable_tta",
-                 "-npp", "1", "-nps", "1"], env)
-    assert (tmp_path / "pred" / f"case_000{ending}").is_file()
 
 
 def train_one_epoch_in_process(trainer) -> None:
@@ -112,5 +102,3 @@ def test_2d_twins_train_predict_resume(planned_tiny_2d, nnunet_folders, tmp_path
     for key, values in saved["logging"].items():
         assert len(resumed["logging"][key]) == 2 and resumed["logging"][key][:1] == values, key
 
-    # prediction is nnU-Net's, unchanged
-    predict_one(real, ".png", "2d", trainer, tmp_path, env)

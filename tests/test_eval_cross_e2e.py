@@ -1,15 +1,13 @@
-"""cross-eval end to end: two tiny trained models, two test sets (a raw dataset and a plain folder)."""
+"""cross-eval end to end: the demo's two trained models, two test sets (a raw dataset and a plain folder)."""
 import csv
 import json
 import math
-import subprocess
 import warnings
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run_command, venv_command
 from nnunet_synth.testing import make_raw_dataset_2d
 
 SPACING = (0.5, 0.4)  # (y, x) in mm
@@ -110,36 +108,23 @@ def expect_wilcoxon_and_holm(rows, comparisons):
 
 
 @pytest.mark.e2e
-def test_cross_eval_end_to_end(nnunet_folders, tmp_path):
+def test_cross_eval_end_to_end(demo_run, nnunet_folders, tmp_path, monkeypatch):
     from PIL import Image
 
     from nnunet_synth.evaluation.cross_eval import run_cross_eval
 
-    nifti_dataset(nnunet_folders.raw, tmp_path / "png", 951, "CrossTrain", 6, seed=0)
     in_domain = nifti_dataset(nnunet_folders.raw, tmp_path / "png", 952, "CrossTestA", 4, seed=1)
     plain = tmp_path / "plain_test"
     png_b = make_raw_dataset_2d(tmp_path / "png", 953, "CrossTestB", n_cases=3, shape=(48, 48), seed=2)
     plain_cases = png_to_nifti_2d(png_b, plain / "images", plain / "labels", label_value=255)
-
-    env = nnunet_folders.env()
-    env.update(nnUNetSynth_epochs="1", nnUNetSynth_iterations_per_epoch="2", nnUNetSynth_val_iterations_per_epoch="1")
-    run_command([venv_command("nnUNetv2_plan_and_preprocess"), "-d", "951", "-c", "2d", "-np", "1"], env=env,
-                timeout=1800)
-    # The two models train at the same time: on a busy machine most of a tiny run is start-up.
-    trainings = [subprocess.Popen([venv_command("nnUNetv2_train"), "951", "2d", fold, "-tr", "nnUNetTrainerShort",
-                                   "-device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for fold in ("0", "1")]
-    try:
-        for proc in trainings:
-            output, _ = proc.communicate(timeout=1800)
-            assert proc.returncode == 0, f"{' '.join(proc.args)} exited {proc.returncode}\n{output[-6000:]}"
-    finally:
-        for proc in trainings:
-            if proc.poll() is None:
-                proc.kill()
+    # The demo's two models of Dataset700 (2D NIfTI) are read from its results; nothing is written there.
+    demo = demo_run.folders()
+    monkeypatch.setenv("nnUNet_results", str(demo.results))
+    monkeypatch.setenv("nnUNet_preprocessed", str(demo.preprocessed))
 
     out = tmp_path / "cross"
-    models = {"baseline": "951:nnUNetTrainerShort:nnUNetPlans:2d:0", "augmented": "951:nnUNetTrainerShort:nnUNetPlans:2d:1"}
+    models = {"baseline": "700:nnUNetTrainerShort:nnUNetPlans:2d:0",
+              "augmented": "700:nnUNetTrainerDiffBoostShort:nnUNetPlans:2d:0"}
     tests = {"A": "952", "B": str(plain)}
     summary = run_cross_eval(models, tests, out, "baseline", label_map={255: 1}, device="cpu",
                              use_mirroring=False, n_resamples=200, n_examples=2, progress=False)

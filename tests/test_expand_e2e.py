@@ -1,11 +1,12 @@
-"""The vertical slice of issue 2 with real nnU-Net commands on a tiny 2D dataset."""
+"""The vertical slice of issue 2 with real nnU-Net commands: expand on a tiny 2D dataset; train, validate, find the
+best configuration and predict with the demo's expanded dataset (conftest's demo_run)."""
 import json
 
 import pytest
 import torch
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-from conftest import run_command, use_planned, venv_command
+from conftest import copy_results, run_command, use_planned, venv_command
 from nnunet_synth.errors import SynthError
 from nnunet_synth.splits import default_folds
 from nnunet_synth.testing import make_standin_synthetic_dataset
@@ -20,9 +21,8 @@ def in_process_split(dataset_name: str, fold: int):
 
 
 @pytest.mark.e2e
-def test_plan_expand_train_predict(planned_tiny_2d, nnunet_folders, tmp_path):
+def test_expand_writes_leak_free_folds_and_refuses_leaky_ones(planned_tiny_2d, nnunet_folders):
     env = nnunet_folders.env()
-    env.update(nnUNetSynth_epochs="1", nnUNetSynth_iterations_per_epoch="3", nnUNetSynth_val_iterations_per_epoch="1")
     real = use_planned(planned_tiny_2d, nnunet_folders)
     assert real.name == "Dataset901_Tiny2D" and len(list((real / "labelsTr").iterdir())) == 10
 
@@ -51,23 +51,8 @@ def test_plan_expand_train_predict(planned_tiny_2d, nnunet_folders, tmp_path):
         assert set(real_fold["train"]) <= set(fold["train"])
         assert len(syn_train) == 2 * len(real_fold["train"])
 
-    train = [venv_command("nnUNetv2_train"), "903", "2d", "0", "-tr", "nnUNetTrainerSynthExpandShort", "-device", "cpu"]
-    run_command(train, env)
-    result = nnunet_folders.results / expanded.name / "nnUNetTrainerSynthExpandShort__nnUNetPlans__2d" / "fold_0"
-    assert (result / "checkpoint_final.pth").is_file()
-    log = "".join(p.read_text() for p in result.glob("training_log_*.txt"))
-    assert "split check passed: 8 real + 16 synthetic training cases, 2 real validation cases" in log
-    assert "samples drawn this epoch:" in log
-    validated = json.loads((result / "validation" / "summary.json").read_text())
-    assert {c["prediction_file"].split("/")[-1] for c in validated["metric_per_case"]} == \
-        {f"{c}.png" for c in folds[0]["val"]}
-
-    run_command([venv_command("nnUNetv2_find_best_configuration"), "903", "-c", "2d", "-tr",
-                 "nnUNetTrainerSynthExpandShort", "-f", "0", "--disable_ensembling", "-np", "1"], env)
-    assert (nnunet_folders.results / expanded.name / "inference_information.json").is_file()
-
     # fold 1 validates on cases the generator was trained on: refused. The trainer's own do_split runs
-    # in process (the fold 0 run above shows nnUNetv2_train calls it), saving an nnUNetv2_train start.
+    # in process (test_expanded_model_trains_validates_and_predicts shows nnUNetv2_train calls it).
     with pytest.raises(SynthError, match="fold 1 of Dataset903_Tiny2DExpanded was refused"):
         in_process_split(expanded.name, 1)
     # a splits_final.json edited by hand after expand: fold 0 now validates on a case the generator
@@ -81,10 +66,40 @@ def test_plan_expand_train_predict(planned_tiny_2d, nnunet_folders, tmp_path):
     with pytest.raises(SynthError, match=f"fold 0 of Dataset903_Tiny2DExpanded was refused: .*trained on {moved}"):
         in_process_split(expanded.name, 0)
 
+
+
+@pytest.mark.e2e
+def test_expanded_model_trains_validates_and_predicts(demo_run, tmp_path):
+    """The demo's expansion training (Dataset710: Dataset700's real cases + fold 0's twins and new pairs)."""
+    demo = demo_run.folders()
+    expanded = next(demo.raw.glob("Dataset710_*"))
+    real = next(demo.raw.glob("Dataset700_*"))
+    fold0 = json.loads((demo.preprocessed / expanded.name / "splits_final.json").read_text())[0]
+    sources = {k: v["source_case"] for k, v in json.loads((expanded / "synthesis.json").read_text())["cases"].items()}
+    n_synthetic = sum(c in sources for c in fold0["train"])
+    n_real = len(fold0["train"]) - n_synthetic
+    trainer = "nnUNetTrainerSynthExpandShort__nnUNetPlans__2d"
+    result = demo.results / expanded.name / trainer / "fold_0"
+    assert (result / "checkpoint_final.pth").is_file()
+    log = "".join(p.read_text() for p in result.glob("training_log_*.txt"))
+    assert (f"split check passed: {n_real} real + {n_synthetic} synthetic training cases, "
+            f"{len(fold0['val'])} real validation cases") in log
+    assert n_synthetic > 0 and not set(fold0["val"]) & set(sources)
+    assert "samples drawn this epoch:" in log
+    validated = json.loads((result / "validation" / "summary.json").read_text())
+    assert {c["prediction_file"].split("/")[-1] for c in validated["metric_per_case"]} == \
+        {f"{c}.nii.gz" for c in fold0["val"]}
+
+    # nnU-Net's own downstream commands, unchanged, on a copy of the results (the demo's folder stays as it was)
+    results = copy_results(demo.results / expanded.name, tmp_path / "results" / expanded.name).parent
+    env = {**demo.env(), "nnUNet_results": str(results)}
+    run_command([venv_command("nnUNetv2_find_best_configuration"), "710", "-c", "2d", "-tr",
+                 "nnUNetTrainerSynthExpandShort", "-f", "0", "--disable_ensembling", "-np", "1"], env)
+    assert (results / expanded.name / "inference_information.json").is_file()
     pred_in, pred_out = tmp_path / "pred_in", tmp_path / "pred_out"
     pred_in.mkdir()
-    for c in folds[0]["val"]:
-        (pred_in / f"{c}_0000.png").write_bytes((real / "imagesTr" / f"{c}_0000.png").read_bytes())
-    run_command([venv_command("nnUNetv2_predict"), "-i", str(pred_in), "-o", str(pred_out), "-d", "903", "-c", "2d",
+    for c in fold0["val"][:2]:
+        (pred_in / f"{c}_0000.nii.gz").write_bytes((real / "imagesTr" / f"{c}_0000.nii.gz").read_bytes())
+    run_command([venv_command("nnUNetv2_predict"), "-i", str(pred_in), "-o", str(pred_out), "-d", "710", "-c", "2d",
                  "-f", "0", "-tr", "nnUNetTrainerSynthExpandShort", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
-    assert sorted(p.name for p in pred_out.glob("*.png")) == sorted(f"{c}.png" for c in folds[0]["val"])
+    assert sorted(p.name for p in pred_out.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in fold0["val"][:2])

@@ -95,7 +95,9 @@ def case_records(out: Path) -> list[Path]:
     return [p for p in (out / ".synthesis_parts").glob("*.json") if p.name != "parameters.json"]
 
 
-@pytest.mark.parametrize("name", list(DATASETS))
+# The kill is tested on the 3D NIfTI run of --mode new (mask variation, the NIfTI writer); the 2D PNG twins
+# run is sharded below. Resume itself is the same code for every format and mode.
+@pytest.mark.parametrize("name", ["nifti"])
 def test_killed_generate_resumes_to_identical_files(fitted, tmp_path, name):
     args, reference, folder_name = fitted[name]
     env, raw = env_for(tmp_path)
