@@ -74,6 +74,7 @@ def test_fit_and_generate_commands_9_channel(planned_tiny_2d, nnunet_folders, ti
     model = tmp_path / "model"
     assert cli_main(["fit", "sd-inpaint", "-d", "901", "--fold", "0", "-o", str(model),
                      "--pretrained", str(tiny_sd[9]), *TINY_FIT]) == 0
+    assert "s per step (2 steps)" in capsys.readouterr().out          # (and the peak GPU memory on CUDA)
     config = json.loads((model / "config.json").read_text())
     assert config["unet_in_channels"] == 9 and config["steps_trained"] == 2 and config["resolution"] == 64
     assert (model / "unet" / "diffusion_pytorch_model.safetensors").is_file()
@@ -82,6 +83,7 @@ def test_fit_and_generate_commands_9_channel(planned_tiny_2d, nnunet_folders, ti
 
     assert cli_main(["generate", "sd-inpaint", "-m", str(model), "-d", "901", "-o", "902", "--mode", "inpaint",
                      "-k", "2", "--steps", "2", "--cases", "case_001", "--device", "cpu"]) == 0
+    assert "s per image (2 images)" in capsys.readouterr().out
     real, out = RawDataset.open(901), nnunet_folders.raw / "Dataset902_Tiny2DSynthInpaint"
     cases = ["case_001_inp000", "case_001_inp001"]
     check_outputs(real, out, cases)
@@ -124,7 +126,7 @@ def test_fit_and_generate_commands_9_channel(planned_tiny_2d, nnunet_folders, ti
     assert (nnunet_folders.raw / "Dataset903_Tiny2DExpanded" / "dataset.json").is_file()
 
 
-def test_4_channel_unet_and_resume_equals_uninterrupted(nnunet_folders, tiny_sd, tmp_path):
+def test_4_channel_unet_with_ema_snr_and_offset_noise(nnunet_folders, tiny_sd, tmp_path):
     from safetensors.torch import load_file
 
     from nnunet_synth.generators.fit import FitJob, fit_generator
@@ -140,10 +142,7 @@ def test_4_channel_unet_and_resume_equals_uninterrupted(nnunet_folders, tiny_sd,
         fit_generator(FitJob("sd-inpaint", "901", folder, cases=cases), options)
         return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
 
-    straight = fit(tmp_path / "straight", 2)
-    fit(tmp_path / "resumed", 1)
-    resumed = fit(tmp_path / "resumed", 2)           # continues from checkpoint-1
-    assert straight.keys() == resumed.keys() and all(np.array_equal(straight[k], resumed[k]) for k in straight)
+    straight = fit(tmp_path / "straight", 2)   # (resume: test_killed_fit_resumes_to_the_uninterrupted_weights)
     before = load_file(str(tiny_sd[4] / "unet" / "diffusion_pytorch_model.safetensors"))
     assert any(not np.array_equal(before[k], straight[k]) for k in straight)  # training changed the weights
 
@@ -217,3 +216,38 @@ def test_bad_input_is_one_line(nnunet_folders, tiny_sd, tmp_path, capsys):
         cli_main(["fit", "sd-inpaint", "-d", "901", "--fold", "0", "-o", str(tmp_path / "m")])
     assert exit_info.value.code == 2 and "required: --pretrained" in capsys.readouterr().err
 
+
+
+def test_killed_fit_resumes_to_the_uninterrupted_weights(nnunet_folders, tiny_sd, tmp_path, one_torch_thread):
+    """A real `fit` process killed (SIGKILL) after its second checkpoint, rerun: the weights of an uninterrupted fit."""
+    import signal
+    import subprocess
+    import time
+
+    from safetensors.torch import load_file
+
+    from conftest import run_command, venv_command
+
+    make_sector_dataset_2d(nnunet_folders.raw, 901, n_cases=6)
+    arguments = ["fit", "sd-inpaint", "-d", "901", "--cases", "case_000", "case_001", "--pretrained", str(tiny_sd[4]),
+                 "--resolution", "64", "--train-steps", "5", "--checkpointing-steps", "1", "--cpu"]
+    assert cli_main([*arguments, "-o", str(tmp_path / "straight")]) == 0
+    env = {**nnunet_folders.env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    killed = tmp_path / "killed"
+    command = [venv_command("nnunet-synth"), *arguments, "-o", str(killed)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while not (killed / "checkpoints" / "checkpoint-2" / "progress.json").is_file():
+            assert proc.poll() is None, f"the fit ended (exit {proc.returncode}) before it could be killed"
+            assert time.time() < deadline, "the fit made no progress"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (killed / "unet").exists()                              # the weights are written last
+    run_command(command, env)
+    straight = load_file(str(tmp_path / "straight" / "unet" / "diffusion_pytorch_model.safetensors"))
+    resumed = load_file(str(killed / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert straight.keys() == resumed.keys() and all(np.array_equal(straight[k], resumed[k]) for k in straight)
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-5"]  # the limit

@@ -115,3 +115,7 @@ class Generator:
     def generate(self, request: GenerationRequest) -> GenerationResponse:
         """The pair for ``request``, fully determined by ``request.seed``."""
         raise NotImplementedError
+
+    def summary(self) -> str | None:
+        """One line printed after this process's cases (e.g. time per image, peak GPU memory), or None."""
+        return None

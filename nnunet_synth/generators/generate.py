@@ -168,6 +168,9 @@ def generate_dataset(job: GenerateJob, settings) -> Path:
                                                 model_labels, folder.name)
             synthetic_dataset.write_case_files(folder, case_id, image, mask, source, real, state.process_index)
             write_json_atomic(synthetic_dataset.record_path(folder, case_id), asdict(case), sort_keys=True)
+    summary = generator.summary()
+    if summary:
+        print(f"{desc}: {summary}", flush=True)
     state.wait_for_everyone()
     if state.is_main_process:
         synthetic_dataset.finish(folder, real, [synthetic_case_id(s, kind, k) for s, k in items], generator_record)

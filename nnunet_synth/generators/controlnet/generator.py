@@ -48,6 +48,7 @@ class ControlNetGenerator(Generator):
         self.detector = None
         self._embeddings: dict[str, object] = {}
         self._scheduler_name = None
+        self._usage = None
 
     @classmethod
     def fit(cls, cases: list[TrainingCase], labels: list[int], model_dir: Path,
@@ -152,7 +153,11 @@ class ControlNetGenerator(Generator):
         embeds = self.mixed_embedding(prompt, augmentation, settings).to(dtype)
         negative = self._embedding(settings.negative_prompt).to(dtype)
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed) % 2 ** 63)
-        with torch.no_grad():
+        if self._usage is None:
+            from nnunet_synth.generators.sd.usage import Usage
+
+            self._usage = Usage(self.device, "image")
+        with torch.no_grad(), self._usage.measure():
             out = self.pipeline(
                 prompt_embeds=embeds, negative_prompt_embeds=negative,
                 image=torch.from_numpy(np.ascontiguousarray(condition[None])).to(dtype),
@@ -169,3 +174,7 @@ class ControlNetGenerator(Generator):
                                         "style": settings.style_weight}}
         return GenerationResponse(image=np.clip(image, -1, 1).astype(np.float32), mask=mask, extras=extras,
                                   prompt=prompt)
+
+    def summary(self) -> str | None:
+        """The pipeline's time per image, and its peak GPU memory on CUDA."""
+        return None if self._usage is None else self._usage.line()

@@ -148,12 +148,13 @@ def run_steps(accelerator, model, optimizer, lr_scheduler, ema, model_dir: Path,
     ``loss_of(rng, generator)`` computes one micro-batch's loss; every random draw of
     step n, micro-batch m comes from ``rng`` / ``generator`` seeded with
     ``(options.seed, n, m, process)``, so a resumed run repeats an uninterrupted one.
-    Checkpoints every ``options.checkpointing_steps`` and at the end.
+    Checkpoints every ``options.checkpointing_steps`` and at the end; prints the time per
+    step (and the peak GPU memory on CUDA) at the end.
     """
-    import numpy as np
     from tqdm import tqdm
 
     from nnunet_synth.generators.sd import checkpoints
+    from nnunet_synth.generators.sd.usage import Usage
 
     checkpoint, start_step = checkpoints.latest_checkpoint(model_dir)
     if checkpoint is not None:
@@ -163,26 +164,38 @@ def run_steps(accelerator, model, optimizer, lr_scheduler, ema, model_dir: Path,
     if start_step > options.train_steps:
         raise SynthError(f"model folder {model_dir} is already trained for {start_step} steps, more than "
                          f"--train-steps {options.train_steps}; use another -o folder to train a shorter model")
+    usage = Usage(accelerator.device, "step")
     progress = tqdm(range(start_step, options.train_steps), initial=start_step, total=options.train_steps,
                     desc=desc, disable=not accelerator.is_local_main_process)
     for step in progress:
-        for micro in range(options.gradient_accumulation_steps):
-            rng = np.random.default_rng([options.seed, step, micro, accelerator.process_index])
-            generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-            with accelerator.accumulate(model):
-                loss = loss_of(rng, generator)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+        with usage.measure():
+            loss = _one_step(accelerator, model, optimizer, lr_scheduler, options, loss_of, step)
         if ema is not None:
             ema.step(accelerator.unwrap_model(model).parameters())
-        progress.set_postfix(loss=f"{loss.item():.4f}")
+        progress.set_postfix(loss=f"{loss:.4f}")
         done = step + 1
         if done % options.checkpointing_steps == 0 or done == options.train_steps:
             checkpoints.save_checkpoint(accelerator, model_dir, done, options.checkpoints_total_limit)
+    if usage.line() and accelerator.is_local_main_process:
+        print(f"{desc}: {usage.line()}", flush=True)
+
+
+def _one_step(accelerator, model, optimizer, lr_scheduler, options, loss_of, step: int) -> float:
+    """One optimisation step over ``options.gradient_accumulation_steps`` micro-batches; the last one's loss."""
+    import numpy as np
+
+    for micro in range(options.gradient_accumulation_steps):
+        rng = np.random.default_rng([options.seed, step, micro, accelerator.process_index])
+        generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+        with accelerator.accumulate(model):
+            loss = loss_of(rng, generator)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+    return loss.item()
 
 
 def save_trained(accelerator, model, ema, model_dir: Path, subfolder: str, config: dict, write_config,

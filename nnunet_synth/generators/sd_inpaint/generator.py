@@ -49,6 +49,7 @@ class SDInpaintGenerator(Generator):
         self.model_dir = Path(model_dir)
         self._embeddings: dict[tuple[str, str], tuple] = {}
         self._scheduler_name = None
+        self._usage = None
 
     @classmethod
     def fit(cls, cases: list[TrainingCase], labels: list[int], model_dir: Path, settings: SDInpaintFitOptions) -> None:
@@ -176,7 +177,11 @@ class SDInpaintGenerator(Generator):
         embeds, negative = self._prompt_embeddings(prompt, settings.negative_prompt)
         dtype = self.pipeline.unet.dtype
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed) % 2 ** 63)
-        with torch.no_grad():
+        if self._usage is None:
+            from nnunet_synth.generators.sd.usage import Usage
+
+            self._usage = Usage(self.device, "image")
+        with torch.no_grad(), self._usage.measure():
             out = self.pipeline(
                 prompt_embeds=embeds.to(dtype), negative_prompt_embeds=negative.to(dtype),
                 image=torch.from_numpy((rgb[None] + 1) / 2).to(dtype),
@@ -209,3 +214,7 @@ class SDInpaintGenerator(Generator):
         if region_label is not None:
             lesions &= seg != region_label
         return lesions
+
+    def summary(self) -> str | None:
+        """The pipeline's time per image, and its peak GPU memory on CUDA."""
+        return None if self._usage is None else self._usage.line()
