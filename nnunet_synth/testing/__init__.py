@@ -62,6 +62,12 @@ def _disc_case(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.nda
 def make_raw_dataset_2d(raw_root: str | os.PathLike, dataset_id: int, name: str = "Tiny2D", n_cases: int = 8,
                         shape: tuple[int, int] = (64, 64), seed: int = 0, case_prefix: str = "case") -> Path:
     """A PNG dataset (NaturalImage2DIO), uint8 images, labels {0, 1}."""
+    return _png_dataset(raw_root, dataset_id, name, n_cases, shape, seed, case_prefix, _disc_case)
+
+
+def _png_dataset(raw_root, dataset_id: int, name: str, n_cases: int, shape, seed: int, case_prefix: str,
+                 make_case) -> Path:
+    """``n_cases`` of ``make_case(rng, shape) -> (image, seg)`` written as a PNG raw dataset."""
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
     from skimage import io
 
@@ -70,7 +76,7 @@ def make_raw_dataset_2d(raw_root: str | os.PathLike, dataset_id: int, name: str 
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n_cases):
-        img, seg = _disc_case(rng, shape)
+        img, seg = make_case(rng, shape)
         case = f"{case_prefix}_{i:03d}"
         io.imsave(folder / "imagesTr" / f"{case}_0000.png", np.clip(img, 0, 255).astype(np.uint8), check_contrast=False)
         io.imsave(folder / "labelsTr" / f"{case}.png", seg, check_contrast=False)
@@ -94,20 +100,7 @@ def _sector_case(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.n
 def make_sector_dataset_2d(raw_root: str | os.PathLike, dataset_id: int, name: str = "Sector2D", n_cases: int = 6,
                            shape: tuple[int, int] = (64, 80), seed: int = 0) -> Path:
     """A PNG dataset (NaturalImage2DIO) of ultrasound-like sector images on black; uint8, labels {0, 1}."""
-    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
-    from skimage import io
-
-    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
-    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n_cases):
-        img, seg = _sector_case(rng, shape)
-        io.imsave(folder / "imagesTr" / f"case_{i:03d}_0000.png", np.clip(img, 0, 255).astype(np.uint8),
-                  check_contrast=False)
-        io.imsave(folder / "labelsTr" / f"case_{i:03d}.png", seg, check_contrast=False)
-    generate_dataset_json(str(folder), {0: "US"}, {"background": 0, "lesion": 1}, n_cases, ".png", dataset_name=folder.name)
-    return folder
+    return _png_dataset(raw_root, dataset_id, name, n_cases, shape, seed, "case", _sector_case)
 
 
 def make_raw_dataset_3d(raw_root: str | os.PathLike, dataset_id: int, name: str = "Tiny3D", n_cases: int = 6,

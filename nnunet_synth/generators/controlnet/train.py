@@ -30,11 +30,11 @@ from nnunet_synth.generators.controlnet.edges import EdgeDetector, edge_rule
 from nnunet_synth.generators.controlnet.prompts import training_captions
 from nnunet_synth.generators.controlnet.settings import ControlNetFitOptions
 from nnunet_synth.generators.sd.framing import full_frame, to_model
-from nnunet_synth.generators.sd.loading import check_resolution, encode_prompts, load_sd_components, resolve_pretrained
+from nnunet_synth.generators.sd.loading import encode_prompts
 from nnunet_synth.generators.sd.settings import RESUMABLE_CHANGES
-from nnunet_synth.generators.sd.training import (check_2d_cases, check_positive, diffusion_loss, encode_latents, half_type,
-                                                 make_optimizer, mixed_precision, noise_like, prepare_ema,
-                                                 resumed_steps, run_steps, save_trained, target_of)
+from nnunet_synth.generators.sd.training import (check_2d_cases, check_fit_options, diffusion_loss, encode_latents,
+                                                 make_optimizer, noise_like, prepare_ema, resumed_steps, run_steps,
+                                                 save_trained, start_fine_tune, target_of)
 
 CONDITIONING_CHANNELS = (16, 32, 96, 256)  # diffusers' default conditioning embedding, for a VAE that downsamples 8x
 
@@ -120,32 +120,19 @@ class FramedCases:
 
 
 def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, options: ControlNetFitOptions) -> None:
-    from accelerate import Accelerator
-    from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from diffusers import ControlNetModel, DDPMScheduler
     from diffusers.optimization import get_scheduler
 
     model_dir = Path(model_dir)
     labels = sorted(int(v) for v in labels)
-    if not options.pretrained:
-        raise SynthError("controlnet needs --pretrained SD_DIR, a local Stable Diffusion 1.x folder")
-    check_positive(options, ("train_steps", "batch_size", "gradient_accumulation_steps", "checkpointing_steps",
-                             "checkpoints_total_limit"))
+    check_fit_options(options, "controlnet")
     if not 0 <= options.caption_dropout <= 1:
         raise SynthError(f"--caption-dropout must be in [0, 1], got {options.caption_dropout}")
     check_2d_cases(cases, labels, "controlnet")
     ids = [c.case_id for c in cases]
     captions = training_captions(ids, options.prompt, options.prompt_csv, dataset_case_ids(model_dir, ids))
     rule = edge_rule(options.edge, options.edge_sigma, options.hed_model)
-    source, local_only = resolve_pretrained(options.pretrained, options.allow_download)
-
-    on_cpu = options.cpu or not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision(options.mixed_precision, on_cpu),
-                              gradient_accumulation_steps=options.gradient_accumulation_steps)
-    weight_dtype = half_type(accelerator)
-    parts = load_sd_components(source, allow_download=not local_only, device=str(accelerator.device),
-                               parts=("tokenizer", "text_encoder", "vae"))
-    check_resolution(parts.vae, options.resolution, "--resolution")
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=local_only)
+    source, local_only, accelerator, weight_dtype, parts, unet = start_fine_tune(options)
     if unet.config.in_channels != 4:
         raise SynthError(f"{source}/unet has {unet.config.in_channels} input channels; the ControlNet steers the "
                          f"4-channel UNet of a text-to-image SD 1.x checkpoint, not an inpainting one")

@@ -56,10 +56,36 @@ def check_2d_cases(cases: list, labels: list[int], generator: str) -> None:
         check_label_values(case.seg, labels, f"training case {case.case_id}", allowed_from="the dataset")
 
 
-def check_positive(options, names: tuple[str, ...]) -> None:
-    for name in names:
+def check_fit_options(options, generator: str) -> None:
+    """The shared options' checks (``SDFitOptions``), before anything is loaded."""
+    if not options.pretrained:
+        raise SynthError(f"{generator} needs --pretrained SD_DIR, a local Stable Diffusion 1.x folder")
+    for name in ("train_steps", "batch_size", "gradient_accumulation_steps", "checkpointing_steps",
+                 "checkpoints_total_limit"):
         if getattr(options, name) < 1:
             raise SynthError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(options, name)}")
+
+
+def start_fine_tune(options):
+    """The accelerator, the frozen text encoder, tokenizer and VAE, and the base UNet, for ``options`` (SDFitOptions).
+
+    Returns ``(source, local_only, accelerator, half, parts, unet)``: the resolved SD folder (or hub id),
+    whether it is read with ``local_files_only``, the half type of the frozen models, the loaded parts.
+    """
+    from accelerate import Accelerator
+    from diffusers import UNet2DConditionModel
+
+    from nnunet_synth.generators.sd.loading import check_resolution, load_sd_components, resolve_pretrained
+
+    source, local_only = resolve_pretrained(options.pretrained, options.allow_download)
+    on_cpu = options.cpu or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision(options.mixed_precision, on_cpu),
+                              gradient_accumulation_steps=options.gradient_accumulation_steps)
+    parts = load_sd_components(source, allow_download=not local_only, device=str(accelerator.device),
+                               parts=("tokenizer", "text_encoder", "vae"))
+    check_resolution(parts.vae, options.resolution, "--resolution")
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=local_only)
+    return source, local_only, accelerator, half_type(accelerator), parts, unet
 
 
 def resumed_steps(model_dir: Path, config: dict, read_config, resumable: set[str]) -> int:

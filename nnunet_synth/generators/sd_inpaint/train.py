@@ -35,12 +35,12 @@ from nnunet_synth import __version__
 from nnunet_synth.errors import SynthError
 from nnunet_synth.generators.base import TrainingCase
 from nnunet_synth.generators.sd.framing import Frame, square_box_around, to_model
-from nnunet_synth.generators.sd.loading import check_resolution, encode_prompts, load_sd_components, resolve_pretrained
+from nnunet_synth.generators.sd.loading import encode_prompts
 from nnunet_synth.generators.sd.placement import BANK_FILE, LesionBank
 from nnunet_synth.generators.sd.settings import RESUMABLE_CHANGES
-from nnunet_synth.generators.sd.training import (check_2d_cases, check_positive, diffusion_loss, encode_latents, half_type,
-                                                 make_optimizer, mixed_precision, noise_like, prepare_ema,
-                                                 resumed_steps, run_steps, save_trained, target_of)
+from nnunet_synth.generators.sd.training import (check_2d_cases, check_fit_options, diffusion_loss, encode_latents,
+                                                 make_optimizer, noise_like, prepare_ema, resumed_steps, run_steps,
+                                                 save_trained, start_fine_tune, target_of)
 from nnunet_synth.generators.sd_inpaint import folder
 from nnunet_synth.generators.sd_inpaint.settings import MIN_WINDOW_PX, SDInpaintFitOptions
 
@@ -119,31 +119,18 @@ def build_config(cases, labels, options: SDInpaintFitOptions, pretrained: str, u
 
 
 def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, options: SDInpaintFitOptions) -> None:
-    from accelerate import Accelerator
     import torch.nn.functional as F
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
     model_dir = Path(model_dir)
     labels = sorted(int(v) for v in labels)
-    if not options.pretrained:
-        raise SynthError("sd-inpaint needs --pretrained SD_DIR, a local Stable Diffusion 1.x folder")
-    check_positive(options, ("train_steps", "batch_size", "gradient_accumulation_steps", "checkpointing_steps",
-                             "checkpoints_total_limit"))
+    check_fit_options(options, "sd-inpaint")
     if options.context < 1:
         raise SynthError(f"--context must be at least 1 (the crop holds its lesion), got {options.context}")
     _check_cases(cases, labels, options.label)
-    source, local_only = resolve_pretrained(options.pretrained, options.allow_download)
     crops = LesionCrops(cases, options.label, options.resolution, options.context, options.mask_dilation)
-
-    on_cpu = options.cpu or not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision(options.mixed_precision, on_cpu),
-                              gradient_accumulation_steps=options.gradient_accumulation_steps)
-    weight_dtype = half_type(accelerator)
-    parts = load_sd_components(source, allow_download=not local_only, device=str(accelerator.device),
-                               parts=("tokenizer", "text_encoder", "vae"))
-    check_resolution(parts.vae, options.resolution, "--resolution")
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=local_only)
+    source, local_only, accelerator, weight_dtype, parts, unet = start_fine_tune(options)
     if unet.config.in_channels not in (4, 9):
         raise SynthError(f"{source}/unet has {unet.config.in_channels} input channels; sd-inpaint takes the "
                          f"4-channel UNet of SD 1.x or the 9-channel UNet of SD inpainting checkpoints")
