@@ -286,8 +286,14 @@ def test_a_response_that_breaks_the_contract_is_an_error(tiny2d, monkeypatch):
         mask[(request.source.seg != 0) & ~response.changed] = 0
         return GenerationResponse(response.image, mask, changed=response.changed)
 
+    def paints_over_a_lesion(self, request):
+        response = original(self, request)
+        everywhere = np.ones_like(response.changed)
+        return GenerationResponse(response.image, np.zeros_like(response.mask), changed=everywhere)
+
     for broken, message, output in ((without_changed, "must say which voxels it painted", 912),
-                                    (erases_a_lesion, "changed the source's labels outside the voxels it painted", 913)):
+                                    (erases_a_lesion, "changed the source's labels outside the voxels it painted", 913),
+                                    (paints_over_a_lesion, "erased labels of the source", 914)):
         monkeypatch.setattr(BlurTestGenerator, "generate", broken)
         with pytest.raises(RuntimeError, match=message):
             generate("-m", model, "-d", 901, "-o", output, "--mode", "inpaint", "-k", 1, "--cases", "case_001")

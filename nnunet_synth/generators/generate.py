@@ -223,10 +223,13 @@ def check_response(generator, request: GenerationRequest, response: GenerationRe
         if response.changed is None or np.shape(response.changed) != mask.shape:
             raise RuntimeError(f"generator {who} must say which voxels it painted (changed, shape {mask.shape}) "
                                f"when inpainting case '{case}'")
-        kept = ~np.asarray(response.changed, dtype=bool)
-        if not np.array_equal(mask[kept], request.source.seg[kept]):
+        changed = np.asarray(response.changed, dtype=bool)
+        if not np.array_equal(mask[~changed], request.source.seg[~changed]):
             raise RuntimeError(f"generator {who} changed the source's labels outside the voxels it painted "
                                f"while inpainting case '{case}'")
+        # Inside, a source label may become another (a region label the new lesion), never background.
+        if (changed & (request.source.seg != 0) & (mask == 0)).any():
+            raise RuntimeError(f"generator {who} erased labels of the source while inpainting case '{case}'")
     elif not np.array_equal(mask, request.target_mask):
         raise RuntimeError(f"generator {who} returned a mask other than the target mask for case '{case}' "
                            f"(mode {request.mode})")
