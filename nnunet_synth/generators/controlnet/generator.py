@@ -90,12 +90,9 @@ class ControlNetGenerator(Generator):
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
         from nnunet_synth.generators.controlnet.train import check_compatible
-        from nnunet_synth.generators.sd.loading import load_sd_components
+        from nnunet_synth.generators.sd.loading import load_base_for_generation
 
-        dtype = torch.float16 if settings.half else torch.float32
-        base = settings.pretrained or self.config["pretrained"]
-        parts = load_sd_components(base, allow_download=bool(self.config["settings"].get("allow_download")),
-                                   dtype=dtype, device=self.device)
+        base, parts, dtype = load_base_for_generation(self.config, settings.pretrained, settings.half, self.device)
         controlnet = ControlNetModel.from_pretrained(str(self.model_dir / folder.CONTROLNET_DIR), local_files_only=True)
         check_compatible(controlnet, parts.unet, f"{self.model_dir / folder.CONTROLNET_DIR} with {base}")
         if dtype != torch.float32:

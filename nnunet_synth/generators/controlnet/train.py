@@ -33,8 +33,8 @@ from nnunet_synth.generators.sd.framing import full_frame, to_model
 from nnunet_synth.generators.sd.loading import encode_prompts
 from nnunet_synth.generators.sd.settings import RESUMABLE_CHANGES
 from nnunet_synth.generators.sd.training import (check_2d_cases, check_fit_options, diffusion_loss, encode_latents,
-                                                 make_optimizer, noise_like, prepare_ema, resumed_steps, run_steps,
-                                                 save_trained, start_fine_tune, target_of)
+                                                 noise_like, prepare_training, resumed_steps, run_steps, save_trained,
+                                                 start_fine_tune, target_of)
 
 CONDITIONING_CHANNELS = (16, 32, 96, 256)  # diffusers' default conditioning embedding, for a VAE that downsamples 8x
 
@@ -121,7 +121,6 @@ class FramedCases:
 
 def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, options: ControlNetFitOptions) -> None:
     from diffusers import ControlNetModel, DDPMScheduler
-    from diffusers.optimization import get_scheduler
 
     model_dir = Path(model_dir)
     labels = sorted(int(v) for v in labels)
@@ -168,12 +167,7 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
     if options.gradient_checkpointing:
         controlnet.enable_gradient_checkpointing()
         unet.enable_gradient_checkpointing()
-    controlnet.train()
-    optimizer = make_optimizer(controlnet.parameters(), options.learning_rate, options.use_8bit_adam)
-    lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
-                                 num_warmup_steps=options.lr_warmup_steps * accelerator.num_processes)
-    controlnet, optimizer, lr_scheduler = accelerator.prepare(controlnet, optimizer, lr_scheduler)
-    ema = prepare_ema(accelerator, controlnet, options.use_ema, options.ema_decay)
+    controlnet, optimizer, lr_scheduler, ema = prepare_training(accelerator, controlnet, options)
 
     def loss_of(rng, generator):
         images, conditions, batch_captions = data.batch(rng, options.batch_size, options.caption_dropout)

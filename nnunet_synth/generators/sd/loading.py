@@ -182,3 +182,19 @@ def make_sampler(name: str, scheduler_config):
     if name not in classes:
         raise SynthError(f"unknown sampler {name!r}; choose from {', '.join(classes)}")
     return classes[name].from_config(scheduler_config)
+
+
+def load_base_for_generation(config: dict, pretrained: str | None, half: bool, device: str,
+                             parts: tuple[str, ...] = SD_PARTS):
+    """(the base SD folder, its loaded ``parts``, the pipeline dtype) for a fine-tuned model's ``config.json``.
+
+    ``pretrained`` (``generate --pretrained``) replaces the recorded base folder; a hub id is
+    fetched only if the model was fitted with ``--allow-download``.
+    """
+    import torch
+
+    dtype = torch.float16 if half else torch.float32
+    base = pretrained or config["pretrained"]
+    loaded = load_sd_components(base, allow_download=bool(config["settings"].get("allow_download")), dtype=dtype,
+                                device=device, parts=parts)
+    return base, loaded, dtype

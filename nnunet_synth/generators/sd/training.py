@@ -155,6 +155,21 @@ def save_model_subfolder(model_dir: Path, name: str, model) -> None:
     tmp.rename(final)
 
 
+def prepare_training(accelerator, model, options):
+    """AdamW (or 8-bit AdamW) and a constant learning rate after warm-up for ``model``, through ``accelerator``.
+
+    Returns ``(model, optimizer, lr_scheduler, ema)``; ``ema`` is None without ``--use-ema``.
+    """
+    from diffusers.optimization import get_scheduler
+
+    model.train()
+    optimizer = make_optimizer(model.parameters(), options.learning_rate, options.use_8bit_adam)
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
+                                 num_warmup_steps=options.lr_warmup_steps * accelerator.num_processes)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    return model, optimizer, lr_scheduler, prepare_ema(accelerator, model, options.use_ema, options.ema_decay)
+
+
 def prepare_ema(accelerator, model, use_ema: bool, decay: float):
     """diffusers' EMAModel of ``model`` (registered for checkpointing), or None."""
     if not use_ema:

@@ -71,12 +71,11 @@ class SDInpaintGenerator(Generator):
         import torch
         from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
 
-        from nnunet_synth.generators.sd.loading import load_sd_components
+        from nnunet_synth.generators.sd.loading import load_base_for_generation
 
-        dtype = torch.float16 if settings.half else torch.float32
-        base = settings.pretrained or self.config["pretrained"]
-        parts = load_sd_components(base, allow_download=bool(self.config["settings"].get("allow_download")),
-                                   dtype=dtype, device=self.device)
+        # the base folder's UNet is not loaded: the fine-tuned one takes its place
+        base, parts, dtype = load_base_for_generation(self.config, settings.pretrained, settings.half, self.device,
+                                                      parts=("tokenizer", "text_encoder", "vae", "scheduler"))
         unet = UNet2DConditionModel.from_pretrained(str(self.model_dir / folder.UNET_DIR), local_files_only=True)
         if unet.config.in_channels != self.config["unet_in_channels"]:
             raise SynthError(f"{self.model_dir / folder.UNET_DIR} has {unet.config.in_channels} input channels, "

@@ -39,8 +39,8 @@ from nnunet_synth.generators.sd.loading import encode_prompts
 from nnunet_synth.generators.sd.placement import BANK_FILE, LesionBank
 from nnunet_synth.generators.sd.settings import RESUMABLE_CHANGES
 from nnunet_synth.generators.sd.training import (check_2d_cases, check_fit_options, diffusion_loss, encode_latents,
-                                                 make_optimizer, noise_like, prepare_ema, resumed_steps, run_steps,
-                                                 save_trained, start_fine_tune, target_of)
+                                                 noise_like, prepare_training, resumed_steps, run_steps, save_trained,
+                                                 start_fine_tune, target_of)
 from nnunet_synth.generators.sd_inpaint import folder
 from nnunet_synth.generators.sd_inpaint.settings import MIN_WINDOW_PX, SDInpaintFitOptions
 
@@ -121,7 +121,6 @@ def build_config(cases, labels, options: SDInpaintFitOptions, pretrained: str, u
 def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, options: SDInpaintFitOptions) -> None:
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
 
     model_dir = Path(model_dir)
     labels = sorted(int(v) for v in labels)
@@ -149,12 +148,7 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
     prompt_embeds = encode_prompts(parts.tokenizer, text_encoder, [options.prompt], accelerator.device)
     if options.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    unet.train()
-    optimizer = make_optimizer(unet.parameters(), options.learning_rate, options.use_8bit_adam)
-    lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
-                                 num_warmup_steps=options.lr_warmup_steps * accelerator.num_processes)
-    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    ema = prepare_ema(accelerator, unet, options.use_ema, options.ema_decay)
+    unet, optimizer, lr_scheduler, ema = prepare_training(accelerator, unet, options)
     nine_channels = config["unet_in_channels"] == 9
 
     def loss_of(rng, generator):
