@@ -320,10 +320,17 @@ def test_output_mix_loss_is_nnunets_loss_on_logits_mixed_by_hand(env):
                                                                for m in batch["mix_mask"]])]
         mixed = [torch.where(m, o[:b], o[b:]) for o, m in zip(outputs, masks)]
         expected = trainer.loss.loss(mixed, batch["target"]).item()
-        real_only = trainer.loss.loss([o[:b] for o in outputs], batch["target"]).item()
+    seen = []                                            # what the loss receives, logits at every scale
+    trainer.loss.loss.register_forward_pre_hook(lambda module, args: seen.append([o.detach() for o in args[0]]))
     got = float(trainer.train_step(batch)["loss"])
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    assert abs(got - real_only) > 1e-3                   # the twin half mattered
+    assert len(seen) == 1 and len(seen[0]) == len(mixed)
+    for given, want, o, m in zip(seen[0], mixed, outputs, masks):
+        torch.testing.assert_close(given, want, rtol=1e-4, atol=1e-5)
+        twin_part = ~m.expand_as(given)
+        assert twin_part.any()
+        # the twin half mattered: where the mask says twin, the loss saw the twin's logits, not the real ones
+        assert (given[twin_part] - o[:b][twin_part]).abs().max() > 1e-3
 
 
 def test_resume_requires_the_same_settings(env, tmp_path):
