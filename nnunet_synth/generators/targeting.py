@@ -18,6 +18,14 @@ from nnunet_synth.errors import SynthError
 
 def baseline_scores(results_folder: str | os.PathLike, file_ending: str) -> dict[str, float]:
     """case id -> mean foreground Dice of the baseline's validation prediction."""
+    scores: dict[str, float] = {}
+    for per_case in validation_scores_by_fold(results_folder, file_ending).values():
+        scores.update(per_case)
+    return scores
+
+
+def validation_scores_by_fold(results_folder: str | os.PathLike, file_ending: str) -> dict[str, dict[str, float]]:
+    """fold name (``"0"``, ``"all"``) -> {case id -> mean foreground Dice} of that fold's validation prediction."""
     from nnunetv2.evaluation.evaluate_predictions import load_summary_json
 
     folder = Path(results_folder)
@@ -27,19 +35,22 @@ def baseline_scores(results_folder: str | os.PathLike, file_ending: str) -> dict
     if not summaries:
         raise SynthError(f"--baseline {folder}: no fold_*/validation/summary.json; run the baseline's "
                          f"cross-validation (nnUNetv2_train ... FOLD) first")
-    scores: dict[str, float] = {}
+    by_fold: dict[str, dict[str, float]] = {}
+    seen: set[str] = set()
     for path in summaries:
         try:
             per_case = load_summary_json(str(path))["metric_per_case"]
         except (ValueError, KeyError, TypeError) as e:
             raise SynthError(f"{path}: not an nnU-Net summary.json ({type(e).__name__}: {e})") from None
+        scores = by_fold.setdefault(path.parent.parent.name[len("fold_"):], {})
         for entry in per_case:
             case = _case_id(entry["reference_file"], file_ending, path)
-            if case in scores:
+            if case in seen:
                 raise SynthError(f"{path}: case '{case}' is validated in more than one fold of {folder}")
+            seen.add(case)
             dice = [m["Dice"] for m in entry["metrics"].values() if not _is_nan(m.get("Dice"))]
             scores[case] = sum(dice) / len(dice) if dice else 1.0
-    return scores
+    return by_fold
 
 
 def worst_cases(results_folder: str | os.PathLike, n: int, file_ending: str,
