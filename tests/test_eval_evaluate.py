@@ -85,7 +85,7 @@ def test_cli_writes_summary_next_to_predictions(three_cases, capsys):
     ref, pred = three_cases
     assert cli.main(["evaluate", str(ref), str(pred)]) == 0
     assert "HD95" in json.loads((pred / "summary.json").read_text())["mean"]["1"]
-    assert "3 case(s)" in capsys.readouterr().out
+    assert "3 case(s) scored" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("problem,message", [
@@ -140,3 +140,123 @@ def test_png_dataset_with_dummy_axis(tmp_path):
     io.imsave(pred / "x.png", p, check_contrast=False)
     metrics = evaluate_folders(ref, pred, progress=False)["metric_per_case"][0]["metrics"][1]
     assert metrics["HD95"] == metrics["ASSD"] == pytest.approx(4.0)
+
+
+NNUNET_SUMMARY = {"foreground_mean": {"Dice": 0.5}, "mean": {"1": {"Dice": 0.5}}, "metric_per_case": []}
+
+
+def test_never_overwrites_a_summary_it_did_not_write(three_cases, capsys):
+    ref, pred = three_cases
+    theirs = pred / "summary.json"  # as nnU-Net leaves it in fold_X/validation
+    theirs.write_text(json.dumps(NNUNET_SUMMARY))
+    with pytest.raises(SynthError, match="summary.json: exists and was not written by nnunet-synth.*--overwrite"):
+        evaluate_folders(ref, pred, theirs, progress=False)
+    assert cli.main(["evaluate", str(ref), str(pred)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert json.loads(theirs.read_text()) == NNUNET_SUMMARY
+    assert cli.main(["evaluate", str(ref), str(pred), "--overwrite"]) == 0
+    ours = json.loads(theirs.read_text())
+    assert ours["written_by"].startswith("nnunet_synth") and "HD95" in ours["mean"]["1"]
+    # A file it wrote itself is simply rewritten.
+    assert cli.main(["evaluate", str(ref), str(pred)]) == 0
+    # Not JSON at all: not ours either.
+    theirs.write_text("notes")
+    assert cli.main(["evaluate", str(ref), str(pred)]) == 2 and theirs.read_text() == "notes"
+
+
+def test_output_is_a_json_file(three_cases, tmp_path, capsys):
+    ref, pred = three_cases
+    assert cli.main(["evaluate", str(ref), str(pred), "-o", str(tmp_path)]) == 2
+    assert "is a folder; -o takes a file name" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(ref), str(pred), "-o", str(tmp_path / "out.txt")]) == 2
+    assert "ending in .json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--help"])
+    assert "output file, JSON" in capsys.readouterr().out
+
+
+def test_chill_scores_the_predicted_cases_and_lists_the_missing(three_cases, capsys):
+    ref, pred = three_cases
+    (pred / "b.nii.gz").unlink()
+    (pred / "c.nii.gz").unlink()
+    assert cli.main(["evaluate", str(ref), str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert "missing prediction" in err and "2 of 3 case(s) unpredicted: b, c" in err and "--chill" in err
+    assert not (pred / "summary.json").exists()
+    assert cli.main(["evaluate", str(ref), str(pred), "--chill"]) == 0
+    assert "2 case(s) have no prediction and are not scored (--chill): b, c" in capsys.readouterr().out
+    written = json.loads((pred / "summary.json").read_text())
+    assert written["missing_predictions"] == ["b", "c"] and written["n_cases"] == 1
+    assert [c["case"] for c in written["metric_per_case"]] == ["a"]
+    (pred / "a.nii.gz").unlink()
+    with pytest.raises(SynthError, match="none of the 3 reference case"):
+        evaluate_folders(ref, pred, chill=True, progress=False)
+
+
+def _write_rgb_png(path):
+    from skimage import io
+
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[4:9, 4:9] = 1
+    io.imsave(path, rgb, check_contrast=False)
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("empty", r"case 'a': prediction .*a.nii.gz is empty \(0 bytes\)"),
+    ("truncated", r"case 'a': prediction .*a.nii.gz cannot be read \(.*\); is it truncated"),
+    ("vector", r"case 'a': prediction .*a.nii.gz has 3 channels per pixel \(an RGB or multi-channel image\)"),
+])
+def test_unreadable_or_multichannel_prediction_is_one_line(tmp_path, problem, message, capsys):
+    ref, pred = make_folders(tmp_path)
+    seg = cube((2, 4, 4), (6, 12, 12))
+    write_nifti(ref / "a.nii.gz", seg)
+    if problem == "empty":
+        (pred / "a.nii.gz").write_bytes(b"")
+    elif problem == "truncated":
+        write_nifti(pred / "a.nii.gz", seg)
+        (pred / "a.nii.gz").write_bytes((pred / "a.nii.gz").read_bytes()[:60])
+    else:
+        sitk.WriteImage(sitk.GetImageFromArray(np.stack([seg[0]] * 3, -1), isVector=True), str(pred / "a.nii.gz"))
+    with pytest.raises(SynthError, match=message):
+        evaluate_folders(ref, pred, progress=False)
+    assert cli.main(["evaluate", str(ref), str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and [ln for ln in err.splitlines() if "error:" in ln][0].count("case 'a'") == 1
+
+
+def test_rgb_png_prediction_names_the_channels(tmp_path):
+    from skimage import io
+
+    ref, pred = tmp_path / "ds" / "labelsTr", tmp_path / "pred"
+    ref.mkdir(parents=True)
+    pred.mkdir()
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "US"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 1, "file_ending": ".png"}))
+    io.imsave(ref / "x.png", np.zeros((32, 32), np.uint8), check_contrast=False)
+    _write_rgb_png(pred / "x.png")
+    # It used to say "has shape (1, 32, 32), reference has (1, 32, 32)".
+    with pytest.raises(SynthError, match=r"prediction .*x.png has 3 channels per pixel \(an RGB"):
+        evaluate_folders(ref, pred, progress=False)
+
+
+def test_read_only_output_folder_is_one_line(three_cases, tmp_path, monkeypatch, capsys):
+    import os
+
+    from nnunet_synth.evaluation import evaluate as evaluate_module
+
+    ref, pred = three_cases
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.geteuid() == 0:  # root writes anyway: make the write fail as it would for a user
+            def refuse(path, *args, **kwargs):
+                raise PermissionError(13, "Permission denied", str(path))
+            monkeypatch.setattr(evaluate_module, "write_json_atomic", refuse)
+        code = cli.main(["evaluate", str(ref), str(pred), "-o", str(locked / "s.json")])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and len([ln for ln in err.splitlines() if "error:" in ln]) == 1
+        assert "locked" in err and ("not writable" in err or "Permission denied" in err)
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)

@@ -21,6 +21,8 @@ from tqdm import tqdm
 
 from nnunet_synth.atomic import read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
+from nnunet_synth.evaluation.files import (WRITTEN_BY, WRITTEN_BY_KEY, check_output_file, read_seg,
+                                           write_failed)
 from nnunet_synth.labels import check_label_values
 
 GEOMETRY_TOLERANCE = 1e-4  # relative, on spacing; absolute (mm) on origin and direction
@@ -79,8 +81,8 @@ def evaluate_case(case: str, ref_path: Path, pred_path: Path, reader_writer, lab
     """Read, check and score one case; entries as in nnU-Net's ``metric_per_case`` plus ``case``."""
     from nnunet_synth.evaluation.metrics import case_metrics
 
-    ref = reader_writer.read_seg(str(ref_path))
-    pred = reader_writer.read_seg(str(pred_path))
+    ref = read_seg(reader_writer, ref_path, f"case '{case}'", "reference")
+    pred = read_seg(reader_writer, pred_path, f"case '{case}'", "prediction")
     for path, (seg, _) in ((ref_path, ref), (pred_path, pred)):
         check_label_values(seg, allowed, where=f"case '{case}': {path}", allowed_from="dataset.json")
     _check_geometry(case, ref, pred, ref_path, pred_path)
@@ -108,17 +110,24 @@ def summary_to_json(summary: dict) -> dict:
 
 def evaluate_folders(ref_folder: str | os.PathLike, pred_folder: str | os.PathLike,
                      output_file: str | os.PathLike | None = None, dataset_json: str | os.PathLike | None = None,
-                     num_processes: int = 1, progress: bool = True, cases: list[str] | None = None) -> dict:
+                     num_processes: int = 1, progress: bool = True, cases: list[str] | None = None,
+                     chill: bool = False, overwrite: bool = False) -> dict:
     """Score every reference case (or ``cases``) against the prediction of the same name.
 
     Returns the summary (label keys as ints/tuples); writes it atomically to
-    ``output_file`` as JSON when given. A missing prediction is an error.
+    ``output_file`` as JSON when given. An existing ``output_file`` that
+    nnunet_synth did not write is refused unless ``overwrite``. A missing
+    prediction is an error, unless ``chill`` (nnU-Net's name): then the
+    predicted cases are scored and the others listed in ``missing_predictions``.
     """
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
     from nnunet_synth.evaluation.aggregate import aggregate
 
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
+    if output_file is not None:
+        output_file = Path(output_file)
+        check_output_file(output_file, overwrite)  # before scoring, so a refusal costs nothing
     dj_path = find_dataset_json(ref_folder, pred_folder, dataset_json)
     dj = read_json(dj_path)
     if not isinstance(dj, dict):
@@ -135,9 +144,15 @@ def evaluate_folders(ref_folder: str | os.PathLike, pred_folder: str | os.PathLi
         refs = {c: refs[c] for c in sorted(cases)}
     if not refs:
         raise SynthError(f"{ref_folder}: no reference files ending in {ending}")
-    for case in refs:
-        if case not in preds:
-            raise SynthError(f"case '{case}': missing prediction {pred_folder / (case + ending)}")
+    missing = [c for c in refs if c not in preds]
+    if missing and not chill:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise SynthError(f"case '{missing[0]}': missing prediction {pred_folder / (missing[0] + ending)} "
+                         f"({len(missing)} of {len(refs)} case(s) unpredicted: {shown}); pass --chill to score "
+                         f"the predicted cases only")
+    if len(missing) == len(refs):
+        raise SynthError(f"{pred_folder}: none of the {len(refs)} reference case(s) has a prediction ending in {ending}")
+    refs = {c: p for c, p in refs.items() if c in preds}
     labels_or_regions, ignore_label, allowed = label_setup(dj)
     reader_writer = determine_reader_writer_from_dataset_json(dj, str(next(iter(refs.values()))), verbose=False)()
     jobs = [(c, refs[c], preds[c], reader_writer, labels_or_regions, ignore_label, allowed) for c in refs]
@@ -149,8 +164,12 @@ def evaluate_folders(ref_folder: str | os.PathLike, pred_folder: str | os.PathLi
     else:
         per_case = [evaluate_case(*job) for job in tqdm(jobs, **bar)]
     summary = {"metric_per_case": per_case, **aggregate(per_case, labels_or_regions),
-               "dataset_json": str(dj_path), "unmatched_predictions": sorted(set(preds) - set(refs)),
-               "spacing_unit": "mm"}
+               "dataset_json": str(dj_path), "missing_predictions": missing,
+               "unmatched_predictions": sorted(set(preds) - set(refs)),
+               "spacing_unit": "mm", WRITTEN_BY_KEY: WRITTEN_BY}
     if output_file is not None:
-        write_json_atomic(output_file, summary_to_json(summary), sort_keys=True)
+        try:
+            write_json_atomic(output_file, summary_to_json(summary), sort_keys=True)
+        except OSError as e:
+            raise write_failed(output_file, e) from None
     return summary
