@@ -23,7 +23,7 @@ setup: $(STAMP)
 
 # Two workers: most of a tiny nnU-Net run is single-threaded start-up, so two tests share 2 cores well.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --timeout=900 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --timeout=900 --durations=25 tests
 
 test-fast: setup
 	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --timeout=900 -m "not e2e" tests

@@ -130,6 +130,23 @@ def use_planned(planned, folders):
     return next(folders.raw.glob("Dataset*"))
 
 
+@pytest.fixture(autouse=True)
+def integrity_check_in_threads(monkeypatch):
+    """nnU-Net's verify_dataset_integrity, called in a test's process, runs its checks in threads of that process.
+
+    The checks are nnU-Net's, unchanged; only its spawned process pool (seconds
+    of start-up per call, each worker importing torch and nnU-Net, on datasets of
+    a few cases) is replaced by multiprocessing.dummy. Subprocesses (nnU-Net's own
+    commands) are not affected.
+    """
+    import multiprocessing.dummy
+    import types
+
+    import nnunetv2.experiment_planning.verify_dataset_integrity as vdi
+
+    monkeypatch.setattr(vdi, "multiprocessing", types.SimpleNamespace(get_context=lambda method=None: multiprocessing.dummy))
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread: reductions split over threads may add in another order, and the 2 cores are shared."""
