@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "preprocess synthetic twins with the real dataset's plans for DiffBoost training"),
     "expand": ("nnunet_synth.commands.expand",
                "build an expanded raw dataset: real plus synthetic cases, leakage-safe folds"),
+    "inspect": ("nnunet_synth.commands.inspect",
+                "check a synthetic dataset: segmentation consistency (keep band), memorization, fidelity, one report"),
     "evaluate": ("nnunet_synth.commands.evaluate",
                  "score predictions against references: nnU-Net's summary.json plus HD95, ASSD, precision, recall"),
     "cross-eval": ("nnunet_synth.commands.cross_eval",
