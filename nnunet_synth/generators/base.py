@@ -75,6 +75,7 @@ class GenerationResponse:
     extras: dict = field(default_factory=dict)  # JSON-friendly, recorded per case in synthesis.json
     prompt: str | None = None        # the prompt actually used, when the generator rewrote the request's
     changed: np.ndarray | None = None  # inpaint: bool (*spatial), the voxels the generator painted
+    kept: bool = True                # False: the generator's own quality check dropped the pair (recorded as `kept`)
 
 
 class Generator:
@@ -86,6 +87,9 @@ class Generator:
     supported_modes: ClassVar[tuple[str, ...]] = ("twins",)
     #: Whether ``request.prompt`` means anything to this generator (``--prompt`` is refused otherwise).
     uses_prompt: ClassVar[bool] = False
+    #: ``new`` mode: the generator draws the new masks itself (the framework's varied target mask is not
+    #: used and the response's mask is the final one, not the target mask).
+    draws_masks: ClassVar[bool] = False
     fit_settings: ClassVar[type] = NoSettings
     generate_settings: ClassVar[type] = NoSettings
 
@@ -115,6 +119,9 @@ class Generator:
     def generate(self, request: GenerationRequest) -> GenerationResponse:
         """The pair for ``request``, fully determined by ``request.seed``."""
         raise NotImplementedError
+
+    def finish_dataset(self, dataset_folder: Path) -> None:
+        """Called once in the main process after the dataset and its manifest are written (e.g. for a report)."""
 
     def summary(self) -> str | None:
         """One line printed after this process's cases (e.g. time per image, peak GPU memory), or None."""

@@ -19,6 +19,7 @@ _BUILTIN: dict[str, object] = {
     "patch-ddpm": "nnunet_synth.generators.patch_ddpm:PatchDDPMGenerator",
     "controlnet": "nnunet_synth.generators.controlnet:ControlNetGenerator",
     "sd-inpaint": "nnunet_synth.generators.sd_inpaint:SDInpaintGenerator",
+    "meddiff-ft": "nnunet_synth.generators.meddiff_ft:MedDiffFTGenerator",
 }
 _registered: dict[str, object] = {}
 

@@ -130,17 +130,30 @@ def target_of(noise_scheduler, latents, noise, timesteps):
     return noise
 
 
-def diffusion_loss(predicted, target, timesteps, noise_scheduler, snr_gamma: float | None):
-    """MSE, or with Min-SNR weighting (Hang et al. 2023) as in diffusers' train_text_to_image.py."""
+def diffusion_loss(predicted, target, timesteps, noise_scheduler, snr_gamma: float | None, pixel_weights=None):
+    """MSE, or with Min-SNR weighting (Hang et al. 2023) as in diffusers' train_text_to_image.py.
+
+    ``pixel_weights`` (B, 1, h, w) at latent resolution weight each latent pixel's squared
+    error (MedDiff-FT's masked loss); each sample's error is then the weighted mean, so
+    weights of 1 everywhere give the plain loss.
+    """
     from diffusers.training_utils import compute_snr
 
     predicted, target = predicted.float(), target.float()
-    if snr_gamma is None:
+    if snr_gamma is None and pixel_weights is None:
         return F.mse_loss(predicted, target)
+    squared = F.mse_loss(predicted, target, reduction="none")
+    dims = list(range(1, predicted.ndim))
+    if pixel_weights is None:
+        per_sample = squared.mean(dim=dims)
+    else:
+        weights = pixel_weights.float().expand_as(squared)
+        per_sample = (squared * weights).sum(dim=dims) / weights.sum(dim=dims).clamp_min(1e-8)
+    if snr_gamma is None:
+        return per_sample.mean()
     snr = compute_snr(noise_scheduler, timesteps)
     weights = torch.stack([snr, snr_gamma * torch.ones_like(timesteps)], dim=1).min(dim=1)[0]
     weights = weights / (snr + 1) if noise_scheduler.config.prediction_type == "v_prediction" else weights / snr
-    per_sample = F.mse_loss(predicted, target, reduction="none").mean(dim=list(range(1, predicted.ndim)))
     return (per_sample * weights).mean()
 
 
