@@ -122,3 +122,61 @@ def test_compare_with_baseline_holm_family_and_case_mismatch():
     del values["B"]["aug"][1]["c3"]
     with pytest.raises(SynthError, match=r"B/lesion/Dice/base vs aug: .*only the baseline has case\(s\) c3"):
         compare_with_baseline(values, "base", {1: "lesion"}, n_resamples=100, confidence=0.95, seed=0)
+
+
+def test_prediction_options_keep_nnunet_names_and_the_record_reruns_them():
+    import shlex
+
+    from nnunet_synth.commands.cross_eval import command_line
+    from nnunet_synth.commands.main import build_parser
+
+    argv = ["cross-eval", "--model", "a=951:nnUNetTrainer:nnUNetPlans:2d:0", "--model", "b=951:T:nnUNetPlans:2d:0",
+            "--test", "t=/data/my test", "--baseline", "a", "-o", "out", "-device", "cpu", "--disable_tta",
+            "-chk", "checkpoint_best.pth", "-step_size", "0.25"]
+    args = build_parser("cross-eval").parse_args(argv)
+    assert (args.device, args.disable_tta, args.checkpoint, args.step_size) == ("cpu", True, "checkpoint_best.pth", 0.25)
+    assert build_parser("cross-eval").parse_args(argv[:-7] + ["--device", "cuda", "--disable-tta"]).disable_tta
+    recorded = command_line(args)
+    words = shlex.split(recorded)
+    assert words[:2] == ["nnunet-synth", "cross-eval"] and "/data/my test" in recorded.replace("'", "")
+    again = build_parser("cross-eval").parse_args(words[1:])
+    assert vars(again) == vars(args)
+
+
+def fake_models(results, dataset="Dataset962_X"):
+    for trainer in ("nnUNetTrainer", "nnUNetTrainerB"):
+        folder = results / dataset / f"{trainer}__nnUNetPlans__2d"
+        (folder / "fold_0").mkdir(parents=True)
+        (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "US"}, "labels": {"background": 0,
+                                                         "lesion": 1}, "numTraining": 1, "file_ending": ".nii.gz"}))
+        (folder / "plans.json").write_text("{}")
+        (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"not read by these tests")
+    return {"a": "962:nnUNetTrainer:nnUNetPlans:2d:0", "b": "962:nnUNetTrainerB:nnUNetPlans:2d:0"}
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("missing", r"test set 't': .*nowhere.* (is missing|not found|no such)"),
+    ("empty_image", r"test set 't': case 'a': image .*a_0000.nii.gz is empty \(0 bytes\)"),
+    ("truncated_label", r"test set 't': case 'a': label .*a.nii.gz cannot be read .*; is it truncated"),
+    ("unknown_label", r"test set 't': case 'a' .*after --label-map.* label value\(s\) \[7\]"),
+])
+def test_bad_test_sets_are_refused_before_anything_is_written(nnunet_folders, tmp_path, problem, message):
+    from nnunet_synth.evaluation.cross_eval import run_cross_eval
+
+    models = fake_models(nnunet_folders.results)
+    (nnunet_folders.raw / "Dataset962_X").mkdir()
+    where = tmp_path / "t"
+    seg = np.zeros((8, 8), np.uint8)
+    seg[2:4, 2:4] = 255
+    write(where / "images" / "a_0000.nii.gz", np.ones((8, 8), np.float32))
+    write(where / "labels" / "a.nii.gz", seg if problem != "unknown_label" else seg // 255 * 7)
+    if problem == "missing":
+        where = tmp_path / "nowhere"
+    elif problem == "empty_image":
+        (where / "images" / "a_0000.nii.gz").write_bytes(b"")
+    elif problem == "truncated_label":
+        (where / "labels" / "a.nii.gz").write_bytes((where / "labels" / "a.nii.gz").read_bytes()[:50])
+    out = tmp_path / "out"
+    with pytest.raises(SynthError, match=message):
+        run_cross_eval(models, {"t": str(where)}, out, "a", label_map={255: 1}, progress=False)
+    assert not out.exists()

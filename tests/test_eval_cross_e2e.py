@@ -108,10 +108,13 @@ def expect_wilcoxon_and_holm(rows, comparisons):
 
 
 @pytest.mark.e2e
-def test_cross_eval_end_to_end(demo_run, nnunet_folders, tmp_path, monkeypatch):
+def test_cross_eval_end_to_end(demo_run, nnunet_folders, tmp_path, monkeypatch, capfd):
     from PIL import Image
 
+    from nnunet_synth.errors import SynthError
+    from nnunet_synth.evaluation import prediction
     from nnunet_synth.evaluation.cross_eval import run_cross_eval
+    from nnunet_synth.evaluation.prediction import PredictionSettings
 
     in_domain = nifti_dataset(nnunet_folders.raw, tmp_path / "png", 952, "CrossTestA", 4, seed=1)
     plain = tmp_path / "plain_test"
@@ -126,8 +129,24 @@ def test_cross_eval_end_to_end(demo_run, nnunet_folders, tmp_path, monkeypatch):
     models = {"baseline": "700:nnUNetTrainerShort:nnUNetPlans:2d:0",
               "augmented": "700:nnUNetTrainerDiffBoostShort:nnUNetPlans:2d:0"}
     tests = {"A": "952", "B": str(plain)}
-    summary = run_cross_eval(models, tests, out, "baseline", label_map={255: 1}, device="cpu",
-                             use_mirroring=False, n_resamples=200, n_examples=2, progress=False)
+    cpu = PredictionSettings(device="cpu", use_mirroring=False)
+    builds = []
+    real_predictor = prediction.ModelPredictor.predictor
+
+    def counted(self):
+        if self._predictor is None:
+            builds.append(self.name)
+        return real_predictor(self)
+
+    monkeypatch.setattr(prediction.ModelPredictor, "predictor", counted)
+    summary = run_cross_eval(models, tests, out, "baseline", label_map={255: 1}, prediction=cpu,
+                             n_resamples=200, n_examples=2, progress=False, command="nnunet-synth cross-eval (test)")
+    # One predictor per model for both test sets; nnU-Net's chatter is in the log, not on the terminal.
+    assert builds == ["baseline", "augmented"]
+    terminal = capfd.readouterr()
+    assert "Predicting" not in terminal.out + terminal.err and "There are" not in terminal.out + terminal.err
+    log = (out / "predict.log").read_text()
+    assert "--- model augmented on test set B: 3 case(s) to predict" in log and "Predicting case_000" in log
 
     rows = list(csv.DictReader(open(out / "per_case.csv")))
     assert len(rows) == (4 + 3) * 2
@@ -162,10 +181,29 @@ def test_cross_eval_end_to_end(demo_run, nnunet_folders, tmp_path, monkeypatch):
             pixels = np.asarray(im.convert("L"))
         assert pixels.shape[0] > 50 and pixels.shape[1] > 50 and np.ptp(pixels) > 0
     assert "Wilcoxon" in report and "baseline" in report
+    run = written["run"]
+    assert run["command"] == "nnunet-synth cross-eval (test)" and run["device"] == "cpu"
+    assert run["versions"]["nnunetv2"] and run["versions"]["torch"] and run["date"].endswith("+00:00")
+    assert "nnunet-synth cross-eval (test)" in report and f"torch {run['versions']['torch']}" in report
+    assert written["checkpoint"] == "checkpoint_final.pth" and written["tile_step_size"] == 0.5
 
     # A rerun reuses every prediction.
     before = {p: p.stat().st_mtime_ns for p in (out / "predictions").rglob("*.nii.gz")}
-    again = run_cross_eval(models, tests, out, "baseline", label_map={255: 1}, device="cpu",
-                           use_mirroring=False, n_resamples=200, n_examples=2, progress=False)
+    builds.clear()
+    again = run_cross_eval(models, tests, out, "baseline", label_map={255: 1}, prediction=cpu,
+                           n_resamples=200, n_examples=2, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (out / "predictions").rglob("*.nii.gz")} == before
     assert json.dumps(again["comparisons"]) == json.dumps(summary["comparisons"])  # NaN-safe comparison
+    assert builds == []  # nothing to predict: no predictor is built
+
+    # A test image nnU-Net cannot read: one line naming it, nothing half-written left in staging.
+    corrupt = tmp_path / "corrupt_test"
+    png_to_nifti_2d(png_b, corrupt / "images", corrupt / "labels")
+    bad = corrupt / "images" / f"{plain_cases[1]}_0000.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:80])
+    with pytest.raises(SynthError, match=rf"test set 'C': case '{plain_cases[1]}'.*{bad.name} cannot be read"):
+        run_cross_eval(models, {"C": str(corrupt)}, out, "baseline", prediction=cpu, n_resamples=200,
+                       progress=False)
+    assert not [p for p in (out / "predictions").rglob("*") if p.name.startswith(".tmp-")]
+    assert sorted(p.name for p in (out / "predictions" / "baseline" / "C").glob("*.nii.gz")) == \
+        [f"{plain_cases[0]}.nii.gz"]  # the case before the bad one is complete and kept

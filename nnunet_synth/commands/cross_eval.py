@@ -28,17 +28,25 @@ Example (the thyroid study: trained on one dataset, tested on two others):
         --test TDID=952 --test TUCC=/data/tucc --label-map 255:1 \\
         --baseline baseline -o cross_eval_out
 
+Prediction options keep nnU-Net's names: -device (or --device), -chk,
+-step_size, --disable_tta (or --disable-tta). Each model's predictor is built
+once for all test sets; one progress bar per model and test set shows the
+cases, and nnU-Net's own output goes to OUTPUT/predict.log.
+
 Writes to OUTPUT: per_case.csv, summary.json, comparisons.csv, report.md,
-plots/*.png, predictions/MODEL/TEST/ (with each pair's summary.json).
+predict.log, plots/*.png, predictions/MODEL/TEST/ (with each pair's
+summary.json). summary.json and report.md record this command line (with
+every option spelled out), the package versions, the device and the date.
 """
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 
 from nnunet_synth.errors import SynthError
 from nnunet_synth.evaluation.cross_eval import run_cross_eval
-from nnunet_synth.evaluation.prediction import ModelSpec
+from nnunet_synth.evaluation.prediction import ModelSpec, PredictionSettings
 
 
 def parse_named(items: list[str], option: str) -> dict[str, str]:
@@ -77,13 +85,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output folder")
     parser.add_argument("--label-map", action="append", metavar="FROM:TO",
                         help="map test label values before evaluation, e.g. 255:1 (repeatable)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    parser.add_argument("--device", "-device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="prediction device (default: cuda if available)")
-    parser.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction time (faster)")
+    parser.add_argument("--disable-tta", "--disable_tta", dest="disable_tta", action="store_true",
+                        help="no mirroring at prediction time (faster)")
+    parser.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth",
+                        help="checkpoint file in each fold folder (default checkpoint_final.pth)")
+    parser.add_argument("-step_size", dest="step_size", type=float, default=0.5,
+                        help="sliding-window step as a fraction of the patch size (default 0.5, as nnU-Net)")
     parser.add_argument("-np", dest="num_processes", type=int, default=1, help="evaluation worker processes")
     parser.add_argument("--bootstrap", type=int, default=10000, help="paired bootstrap resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--examples", type=int, default=3, help="example cases per direction in the grid (default 3)")
+
+
+def command_line(args) -> str:
+    """The command with every option spelled out (defaults included), so the record reruns it exactly."""
+    words = ["nnunet-synth", "cross-eval"]
+    for option, items in (("--model", args.model), ("--test", args.test), ("--label-map", args.label_map or [])):
+        for item in items:
+            words += [option, item]
+    words += ["--baseline", args.baseline, "-o", args.output, "-device", args.device, "-chk", args.checkpoint,
+              "-step_size", f"{args.step_size:g}", "-np", str(args.num_processes), "--bootstrap", str(args.bootstrap),
+              "--seed", str(args.seed), "--examples", str(args.examples)]
+    if args.disable_tta:
+        words.append("--disable_tta")
+    return shlex.join(words)
 
 
 def run(args) -> int:
@@ -91,10 +118,13 @@ def run(args) -> int:
     tests = parse_named(args.test, "--test")
     if args.bootstrap < 100:
         raise SynthError(f"--bootstrap {args.bootstrap}: use at least 100 resamples")
+    if args.num_processes < 1:
+        raise SynthError(f"-np must be at least 1, got {args.num_processes}")
+    settings = PredictionSettings(device=args.device, use_mirroring=not args.disable_tta, checkpoint=args.checkpoint,
+                                  tile_step_size=args.step_size)
     summary = run_cross_eval(models, tests, args.output, args.baseline, parse_label_map(args.label_map),
-                             device=args.device, use_mirroring=not args.disable_tta,
-                             num_processes=args.num_processes, n_resamples=args.bootstrap, seed=args.seed,
-                             n_examples=args.examples)
+                             prediction=settings, num_processes=args.num_processes, n_resamples=args.bootstrap,
+                             seed=args.seed, n_examples=args.examples, command=command_line(args))
     for row in summary["comparisons"]:
         if row["metric"] == "Dice":
             p = row["wilcoxon_p_holm"]

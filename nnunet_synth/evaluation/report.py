@@ -201,6 +201,15 @@ def write_report_md(path: Path, summary: dict, comparison_rows: list[dict], imag
     lines += ["", "Test sets:", ""]
     for name, info in summary["test_sets"].items():
         lines.append(f"- **{name}**: {info['n_cases']} cases, images `{info['images']}`, labels `{info['labels']}`")
+    run = summary.get("run")
+    if run:
+        versions = ", ".join(f"{k} {v}" for k, v in run["versions"].items())
+        lines += ["", "Run:", "", f"- command: `{run['command']}`", f"- date (UTC): {run['date']}",
+                  f"- device: {run['device']} ({run['device_name']})", f"- Python {run['python']}; {versions}"]
+        if "checkpoint" in summary:
+            lines.append(f"- prediction: {summary['checkpoint']}, tile step {summary['tile_step_size']:g}, "
+                         f"mirroring {'on' if summary['use_mirroring'] else 'off'}; nnU-Net's output in "
+                         f"`{Path(summary['log']).name}`")
     if summary.get("label_map"):
         mapping = ", ".join(f"{k} -> {v}" for k, v in summary["label_map"].items())
         lines += ["", f"Label values of the test sets were mapped before evaluation: {mapping}."]

@@ -19,6 +19,7 @@ import numpy as np
 
 from nnunet_synth.atomic import atomic_path, read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
+from nnunet_synth.evaluation.files import read_seg
 from nnunet_synth.labels import check_label_values, unknown_label_values
 from nnunet_synth.raw_dataset import find_raw_dataset, load_dataset_json
 
@@ -45,8 +46,11 @@ def open_test_set(name: str, where: str, file_ending: str) -> TestSet:
     if (folder / "images").is_dir() and not (folder / "dataset.json").is_file():
         images, labels = folder / "images", folder / "labels"
     else:
-        folder = find_raw_dataset(where)
-        dj = load_dataset_json(folder)
+        try:
+            folder = find_raw_dataset(where)
+            dj = load_dataset_json(folder)
+        except SynthError as e:  # name the test set: a study has several
+            raise SynthError(f"test set '{name}': {e}") from None
         if dj.get("file_ending") != file_ending:
             raise SynthError(f"test set '{name}': {folder / 'dataset.json'} has file ending {dj.get('file_ending')}, "
                              f"the models use {file_ending}; convert the test set first")
@@ -66,10 +70,21 @@ def open_test_set(name: str, where: str, file_ending: str) -> TestSet:
 
 
 def check_channels(test: TestSet, n_channels: int) -> None:
+    """Every case has the models' number of image files, none of them empty (a cheap check before any reading)."""
     for case, files in test.cases.items():
         if len(files) != n_channels:
             raise SynthError(f"test set '{test.name}': case '{case}' has {len(files)} image file(s) in "
                              f"{test.images}, the models expect {n_channels} channel(s)")
+        for f in files:
+            if Path(f).stat().st_size == 0:
+                raise SynthError(f"test set '{test.name}': case '{case}': image {f} is empty (0 bytes)")
+
+
+def apply_label_map(seg: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    mapped = seg.copy()
+    for src, dst in mapping.items():
+        mapped[seg == src] = dst  # from the original values, so 1:2 and 2:1 swap rather than chain
+    return mapped
 
 
 def map_labels(test: TestSet, mapping: dict[int, int], out_folder: Path, reader_writer) -> TestSet:
@@ -85,19 +100,26 @@ def map_labels(test: TestSet, mapping: dict[int, int], out_folder: Path, reader_
         target = out_folder / f"{case}{test.file_ending}"
         if target.is_file():
             continue
-        seg, props = reader_writer.read_seg(str(test.label_file(case)))
-        mapped = seg.copy()
-        for src, dst in mapping.items():
-            mapped[seg == src] = dst  # from the original values, so 1:2 and 2:1 swap rather than chain
+        seg, props = read_seg(reader_writer, test.label_file(case), f"test set '{test.name}': case '{case}'", "label")
+        mapped = apply_label_map(seg, mapping)
         with atomic_path(target) as tmp:
             reader_writer.write_seg(mapped.astype(np.int16)[0], str(tmp), props)
     return TestSet(test.name, test.images, out_folder, test.file_ending, dict(test.cases))
 
 
-def check_test_labels(test: TestSet, allowed: set[int], reader_writer) -> None:
-    """Refuse label values the models do not know before any prediction is made, with the fix in the message."""
+def check_test_labels(test: TestSet, allowed: set[int], reader_writer, mapping: dict[int, int] | None = None) -> None:
+    """Refuse label values the models do not know before any prediction is made, with the fix in the message.
+
+    With ``mapping``, the values are checked as ``map_labels`` will write them (nothing is written here).
+    """
     for case in test.cases:
-        seg = reader_writer.read_seg(str(test.label_file(case)))[0]
+        where = f"test set '{test.name}': case '{case}'"
+        seg = read_seg(reader_writer, test.label_file(case), where, "label")[0]
+        if mapping:
+            seg = apply_label_map(seg, mapping)
+            check_label_values(seg, allowed, where=f"{where} ({test.label_file(case)}, after --label-map)",
+                               allowed_from="the models")
+            continue
         unknown = unknown_label_values(seg, allowed)
         hint = f"map them with --label-map, e.g. --label-map {unknown[0]}:1" if unknown else ""
         check_label_values(seg, allowed, where=f"test set '{test.name}': case '{case}' ({test.label_file(case)})",
