@@ -116,7 +116,7 @@ def test_top_level_help_imports_no_command_module_and_no_torch():
     code = ("import sys; from nnunet_synth.commands.main import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "loaded = sorted(m for m in sys.modules if m.startswith('nnunet_synth.commands.') and "
-            "m not in ('nnunet_synth.commands.main', 'nnunet_synth.commands.runner'))\n"
+            "m not in ('nnunet_synth.commands.main', 'nnunet_synth.commands.runner', 'nnunet_synth.commands.options'))\n"
             "heavy = sorted(m for m in ('torch', 'numpy', 'nnunetv2') if m in sys.modules)\n"
             "print('LOADED', loaded, heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -128,5 +128,5 @@ def test_a_command_imports_only_its_own_command_module():
             "try:\n    main(['expand', '--help'])\nexcept SystemExit:\n    pass\n"
             "print('LOADED', sorted(m for m in sys.modules if m.startswith('nnunet_synth.commands.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "LOADED ['nnunet_synth.commands.expand', 'nnunet_synth.commands.main', 'nnunet_synth.commands.runner']" \
-        in out, out
+    assert ("LOADED ['nnunet_synth.commands.expand', 'nnunet_synth.commands.main', 'nnunet_synth.commands.options', "
+            "'nnunet_synth.commands.runner']") in out, out

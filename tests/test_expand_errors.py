@@ -74,10 +74,11 @@ def read_expanded(folders):
                  ((raw, "dataset.json"), (raw, "synthesis.json"), (raw, "expansion.json"), (pre, "splits_final.json")))
 
 
-def expected_splits(sources: dict[str, str]) -> list[dict]:
-    """The rule written out: real folds, plus each synthetic case where its source case is trained on."""
-    return [{"train": sorted(f["train"]) + sorted(c for c, src in sources.items() if src in f["train"]),
-             "val": sorted(f["val"])} for f in FOLDS]
+def expected_splits(sources: dict[str, str], refused=(1, 2, 3, 4)) -> list[dict]:
+    """The rule written out: real folds, plus each synthetic case where its source case is trained on,
+    except in refused folds, which train on their real cases only (the split file itself is leak-free)."""
+    return [{"train": sorted(f["train"]) + sorted(c for c, src in sources.items() if src in f["train"] and i not in refused),
+             "val": sorted(f["val"])} for i, f in enumerate(FOLDS)]
 
 
 def test_expand_succeeds_on_good_input(nnunet_folders, real_and_synth, capsys):
@@ -91,6 +92,8 @@ def test_expand_succeeds_on_good_input(nnunet_folders, real_and_synth, capsys):
     assert expansion["leaky_folds"] == {gid: {str(f): sorted(FOLDS[f]["val"]) for f in range(1, 5)}}
     assert expansion["refused_folds"] == [1, 2, 3, 4] and expansion["allow_leakage"] is False
     assert "folds [1, 2, 3, 4] are refused" in out
+    assert out.rstrip().endswith("nnUNetv2_train 903 CONFIG FOLD -tr nnUNetTrainerSynthExpand "
+                                 "(FOLD: 0; folds 1, 2, 3, 4 refused, see above)"), out
     assert expansion["real_cases"] == REAL_IDS
     assert expansion["synthetic_cases"] == [f"{c}_syn000" for c in REAL_IDS]
     assert list(manifest["generators"]) == [gid] and sorted(manifest["cases"]) == expansion["synthetic_cases"]
@@ -325,6 +328,8 @@ def test_synthetic_only_mode(nnunet_folders, real_and_synth, capsys):
     splits = json.loads((pre / "splits_final.json").read_text())
     expansion = json.loads((pre / "expansion.json").read_text())
     assert expansion["synthetic_only"] is True
-    for fold in splits:
-        assert fold["train"] and all("_syn" in c for c in fold["train"])
+    assert expansion["refused_folds"] == [1, 2, 3, 4]
+    for i, fold in enumerate(splits):
+        # a refused fold trains on its real cases only, in this mode too
+        assert fold["train"] and all(("_syn" in c) == (i == 0) for c in fold["train"])
         assert fold["val"] and not any("_syn" in c for c in fold["val"])

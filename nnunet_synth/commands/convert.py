@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnunet_synth.commands.options import add_output_argument, escape, refuse_device
 from nnunet_synth.convert.registry import CONVERTERS, load_converter
 from nnunet_synth.convert.run import run_converter
 from nnunet_synth.errors import SynthError
@@ -38,24 +39,33 @@ class _ConverterParser(argparse.ArgumentParser):
         self._converter_name = converter_name
         self._converter_loaded = False
 
+    def _load_converter(self) -> None:
+        if self._converter_loaded:
+            return
+        self._converter_loaded = True
+        try:
+            module = load_converter(self._converter_name)
+        except SynthError as e:
+            self.error(str(e))  # argparse's one-line usage error, exit status 2
+        if module.__doc__:
+            self.description = module.__doc__.strip()
+        self.set_defaults(converter_options=add_converter_arguments(self, module))
+
     def parse_known_args(self, args=None, namespace=None):
-        if not self._converter_loaded:
-            self._converter_loaded = True
-            try:
-                module = load_converter(self._converter_name)
-            except SynthError as e:
-                self.error(str(e))  # argparse's one-line usage error, exit status 2
-            if module.__doc__:
-                self.description = module.__doc__.strip()
-            self.set_defaults(converter_options=add_converter_arguments(self, module))
+        self._load_converter()
         return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load_converter()
+        return super().format_help()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dataset", metavar="NAME", parser_class=_ConverterParser)
     sub.required = True
     for name, (_, help_text) in CONVERTERS.items():
-        sub.add_parser(name, help=help_text, description=help_text, converter_name=name,
+        # argparse %-formats help (not descriptions): the table's '50%' must reach it as '50%%'.
+        sub.add_parser(name, help=escape(help_text), description=help_text, converter_name=name,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -66,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE_DIR", help="the dataset as downloaded and extracted")
-    parser.add_argument("-d", dest="dataset_id", type=int, required=True, help="nnU-Net dataset id (1..999)")
-    parser.add_argument("-o", dest="raw_root", default=None,
-                        help="nnU-Net raw folder to write into (default: $nnUNet_raw)")
+    parser.add_argument("-d", dest="dataset_id", type=int, required=True, metavar="ID",
+                        help="dataset id of the result, DatasetID_Name (1..999)")
+    add_output_argument(parser, "dir", "RAW_DIR", "the nnU-Net raw folder to write into (default: $nnUNet_raw)",
+                        dest="raw_root", default=None)
     parser.add_argument("--name", default=None, help="dataset name after DatasetXXX_ (default: the converter's)")
     parser.add_argument("--allow-skip", action="store_true",
                         help="leave out files with problems (listed at the end) instead of stopping")
@@ -76,6 +87,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes for converting and verifying (default: 1)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip nnU-Net's verify_dataset_integrity on the result")
+    refuse_device(parser, "convert has no device option: it runs on the CPU (-np sets the processes)")
 
 
 def add_converter_arguments(parser: argparse.ArgumentParser, module) -> list[str]:

@@ -24,6 +24,7 @@ nnU-Net's variables are set for the work folder; your own are not touched.
 """
 from __future__ import annotations
 
+from nnunet_synth.commands.options import add_device_argument
 from nnunet_synth.demo import run_demo
 
 
@@ -32,8 +33,8 @@ def add_arguments(parser) -> None:
                         help="work folder (default ./nnunet_synth_demo); rerun with the same folder to resume")
     parser.add_argument("--budget", type=float, default=None,
                         help="wall-clock budget in minutes that sizes the schedules (default 15 on CPU, 60 with CUDA)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="torch device; auto uses CUDA when present (default)")
+    add_device_argument(parser, "torch device; auto uses CUDA when present (default auto)",
+                        choices=("auto", "cpu", "cuda"), default="auto")
 
 
 def run(args) -> int:

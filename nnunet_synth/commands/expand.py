@@ -25,14 +25,22 @@ Nothing is written when a check fails.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from nnunet_synth.atomic import read_json
+from nnunet_synth.commands.options import add_output_argument, refuse_device
 from nnunet_synth.expand import expand
+from nnunet_synth.manifest import EXPANSION_FILE
+from nnunet_synth.raw_dataset import nnunet_preprocessed_root
+from nnunet_synth.splits import SPLITS_FILE, load_splits
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("-d", "--dataset", required=True, help="real dataset (id, name or folder)")
+    parser.add_argument("-d", "--dataset", required=True, metavar="REAL", help="real dataset (id, name or folder)")
     parser.add_argument("-s", "--synthetic", action="append", required=True, metavar="SYNTH",
                         help="synthetic dataset with a synthesis.json (repeat for several)")
-    parser.add_argument("-o", "--output-id", type=int, required=True, help="id of the new dataset")
+    add_output_argument(parser, "id", "NEW_ID", "the expanded dataset written to nnUNet_raw and nnUNet_preprocessed",
+                        "--output-id", required=True)
     parser.add_argument("--name", help="name of the new dataset (default: <RealName>Expanded)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans",
                         help="plans identifier of the real dataset to copy (default nnUNetPlans)")
@@ -44,9 +52,11 @@ def add_arguments(parser) -> None:
                         help="do not refuse folds whose validation cases a generator was trained on (reported anyway)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing dataset with the output id (raw and preprocessed folders)")
-    parser.add_argument("--preprocess", nargs="+", metavar="CONFIG",
-                        help="run nnU-Net's preprocessing for these configurations afterwards (e.g. 2d 3d_fullres)")
-    parser.add_argument("-np", "--num-processes", type=int, default=2, help="processes for --preprocess (default 2)")
+    parser.add_argument("-c", "--preprocess", nargs="+", metavar="CONFIG",
+                        help="run nnU-Net's preprocessing for these configurations afterwards (e.g. 2d 3d_fullres; "
+                             "-c as in nnUNetv2_preprocess)")
+    parser.add_argument("-np", "--num-processes", type=int, default=2, help="processes for -c/--preprocess (default 2)")
+    refuse_device(parser, "expand has no device option: it writes files, and nnU-Net's preprocessing runs on the CPU")
 
 
 def run(args) -> int:
@@ -59,6 +69,18 @@ def run(args) -> int:
         preprocess_dataset(args.output_id, args.plans, args.preprocess, [args.num_processes])
         next_step = f"nnUNetv2_train {args.output_id} {args.preprocess[0]} FOLD -tr nnUNetTrainerSynthExpand"
     else:
-        next_step = f"nnUNetv2_preprocess -d {args.output_id} -plans_name {args.plans} -c CONFIG"
-    print(f"next: {next_step}")
+        next_step = (f"nnUNetv2_preprocess -d {args.output_id} -plans_name {args.plans} -c CONFIG, then "
+                     f"nnUNetv2_train {args.output_id} CONFIG FOLD -tr nnUNetTrainerSynthExpand")
+    print(f"next: {next_step} {_fold_choice(result)}")
     return 0 if result else 1
+
+
+def _fold_choice(raw_folder: Path) -> str:
+    """'(FOLD: 0; folds 1, 2 refused, see above)': the folds the trainer accepts, read from the files expand wrote."""
+    n_folds = len(load_splits(nnunet_preprocessed_root() / raw_folder.name / SPLITS_FILE))
+    refused = set(read_json(raw_folder / EXPANSION_FILE)["refused_folds"])
+    allowed = [f for f in range(n_folds) if f not in refused]
+    text = f"(FOLD: {', '.join(map(str, allowed))}"
+    if refused:
+        text += f"; fold{'s' if len(refused) > 1 else ''} {', '.join(map(str, sorted(refused)))} refused, see above"
+    return text + ")"

@@ -14,7 +14,7 @@ copies into the synthetic dataset's synthesis.json for the leakage checks.
 Rerunning the same command resumes training where the generator supports it.
 
 Examples:
-  nnunet-synth fit patch-ddpm -d 901 --fold 0 -o models/thyroid_f0
+  nnunet-synth fit patch-ddpm -d 901 -f 0 -o models/thyroid_f0
   nnunet-synth fit patch-ddpm -d Dataset901_Thyroid --cases case_000 case_001 -o models/thyroid_two
   nnunet-synth fit patch-ddpm --help        (the generator's own options)
 """
@@ -24,6 +24,7 @@ import argparse
 import sys
 
 from nnunet_synth.commands.generator_options import add_dataset_argument, add_generator_subcommands, settings_from_args
+from nnunet_synth.commands.options import add_output_argument, refuse_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_common_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_argument(p)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--fold", metavar="F", help="train on the training cases of fold F (0-4, or 'all')")
+    which.add_argument("-f", "--fold", metavar="F", help="train on the training cases of fold F (0-4, or 'all')")
     which.add_argument("--cases", nargs="+", metavar="CASE", help="train on exactly these cases")
-    p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model folder to write (or resume)")
+    add_output_argument(p, "dir", "MODEL_DIR", "the model folder to write (or resume)", "--output", required=True)
+    refuse_device(p, "fit has no device option: it trains on the GPU when one is visible (CUDA_VISIBLE_DEVICES "
+                     "picks it), or on the CPU with --cpu")
 
 
 def run(args) -> int:

@@ -41,6 +41,7 @@ import argparse
 import sys
 
 from nnunet_synth.commands.generator_options import add_dataset_argument, add_generator_subcommands, settings_from_args
+from nnunet_synth.commands.options import add_device_argument, add_output_argument
 from nnunet_synth.generators.base import MODES
 
 
@@ -52,8 +53,8 @@ def _add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, metavar="MODEL_DIR",
                    help="model folder written by `nnunet-synth fit` (holds training_cases.json)")
     add_dataset_argument(p)
-    p.add_argument("-o", "--output", required=True, type=int, metavar="SYNTH_ID",
-                   help="dataset id of the synthetic dataset written to nnUNet_raw")
+    add_output_argument(p, "id", "SYNTH_ID", "the synthetic dataset written to nnUNet_raw as DatasetSYNTHID_<name>",
+                        "--output", required=True)
     p.add_argument("--name", default=None,
                    help="dataset name after 'DatasetSYNTHID_' (default: <RealName>Synth<Mode>, e.g. ThyroidSynthTwins)")
     p.add_argument("--mode", required=True, choices=MODES,
@@ -70,9 +71,8 @@ def _add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed; sample seeds derive from it, the case and k (default 0)")
     p.add_argument("--prompt", default=None,
                    help="text prompt for generators that take one (recorded per case in synthesis.json)")
-    p.add_argument("--device", default="auto",
-                   help="auto (cuda if available, else cpu), cpu, cuda or cuda:N; under accelerate each process "
-                        "uses its own GPU")
+    add_device_argument(p, "auto (cuda if available, else cpu), cpu, cuda or cuda:N; under accelerate each process "
+                           "uses its own GPU (default auto)", default="auto")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing output dataset first (otherwise only a rerun of the same command resumes it)")
 

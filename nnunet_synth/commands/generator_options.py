@@ -15,6 +15,7 @@ import types
 import typing
 from typing import Callable
 
+from nnunet_synth.commands.options import escape
 from nnunet_synth.errors import SynthError
 from nnunet_synth.generators import registry
 
@@ -49,13 +50,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_class, titl
         if kind is bool:
             if f.default is not False:
                 raise TypeError(f"{settings_class.__name__}.{f.name}: a boolean option must default to False")
-            group.add_argument(flag, dest=f.name, action="store_true", help=text)
+            group.add_argument(flag, dest=f.name, action="store_true", help=escape(text))
             continue
         default = f.default
         if default is not None and "(default" not in text:
             shown = ", ".join(map(str, default)) if isinstance(default, tuple) else default
+            shown = shown if shown != "" else "empty"
             text = f"{text} (default {shown})"
-        kwargs = dict(dest=f.name, type=kind, default=default, help=text)
+        kwargs = dict(dest=f.name, type=kind, default=default, help=escape(text))
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
         if "metavar" in meta:
@@ -64,7 +66,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_class, titl
             kwargs["nargs"] = "+"
         if meta.get("required"):
             kwargs["required"] = True
-            kwargs["help"] = meta.get("help", "") + " (required)"
+            kwargs["help"] = escape(meta.get("help", "") + " (required)")
         group.add_argument(flag, **kwargs)
     return [f.name for f in fields]
 
@@ -105,6 +107,10 @@ class _GeneratorParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         self._load_generator()
         return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load_generator()
+        return super().format_help()
 
 
 def add_generator_subcommands(parser: argparse.ArgumentParser, settings_attribute: str,

@@ -11,6 +11,7 @@ import sys
 
 from nnunet_synth import __version__
 from nnunet_synth.commands import COMMANDS
+from nnunet_synth.commands.options import escape
 from nnunet_synth.commands.runner import PROG, run_parsed
 
 
@@ -26,10 +27,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
         if name != command:
-            sub.add_parser(name, help=help_text, add_help=False)
+            sub.add_parser(name, help=escape(help_text), add_help=False)
             continue
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+        p = sub.add_parser(name, help=escape(help_text), description=(module.__doc__ or help_text).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -22,8 +22,10 @@ Example:
 """
 from __future__ import annotations
 
+import argparse
 import os
 
+from nnunet_synth.commands.options import add_output_argument
 from nnunet_synth.errors import SynthError
 from nnunet_synth.phantom.datasets import TRAIN_SCANNER, check_arguments, make_phantom_datasets
 from nnunet_synth.phantom.preview import write_preview
@@ -31,8 +33,8 @@ from nnunet_synth.phantom.scanners import SCANNERS
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("-o", "--output", metavar="RAW_ROOT",
-                        help="folder to write the datasets into (default: $nnUNet_raw)")
+    add_output_argument(parser, "dir", "RAW_DIR", "the nnU-Net raw folder to write the datasets into "
+                        "(default: $nnUNet_raw)", "--output")
     parser.add_argument("--first-id", type=int, default=700, help="dataset id of the training set (default 700)")
     parser.add_argument("--n-train", type=int, default=60, help="training cases of scanner A (default 60)")
     parser.add_argument("--n-test", type=int, default=30, help="test cases per scanner (default 30)")
@@ -41,8 +43,10 @@ def add_arguments(parser) -> None:
                         help="comma-separated scanners to write test sets for (default A,B,C)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="rows of every image; the field of view in mm stays (default: each scanner's own)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("-np", "--num-processes", dest="workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="processes that simulate in parallel (default: 2 or the CPU count if smaller)")
+    # The option's earlier name; scripts written for it keep working.
+    parser.add_argument("--workers", dest="workers", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--preview", metavar="PNG", help="also write a PNG grid of examples per scanner with mask contours")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -51,7 +55,7 @@ def run(args) -> int:
     scanners = [s.strip() for s in args.scanners.split(",") if s.strip()]
     output = args.output or os.environ.get("nnUNet_raw")
     if output is None and args.preview is None:
-        raise SynthError("no output folder: give -o RAW_ROOT, set nnUNet_raw, or ask only for --preview PNG")
+        raise SynthError("no output folder: give -o RAW_DIR, set nnUNet_raw, or ask only for --preview PNG")
     if args.preview is not None and not args.preview.lower().endswith(".png"):
         raise SynthError(f"{args.preview}: the preview is a PNG image; give a file name ending in .png")
 

@@ -15,15 +15,23 @@ Example:
 """
 from __future__ import annotations
 
+from nnunet_synth.commands.options import refuse_device
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("-d", dest="real", required=True, help="real dataset (id, name or folder)")
-    parser.add_argument("-s", dest="synthetic", required=True, help="synthetic dataset with the twins (id, name or folder)")
-    parser.add_argument("-c", dest="configuration", required=True, help="configuration to preprocess for (e.g. 2d, 3d_fullres)")
-    parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    parser.add_argument("-d", "--dataset", dest="real", metavar="REAL", required=True,
+                        help="real dataset (id, name or folder)")
+    parser.add_argument("-s", "--synthetic", dest="synthetic", metavar="SYNTH", required=True,
+                        help="synthetic dataset with the twins (id, name or folder)")
+    parser.add_argument("-c", "--configuration", dest="configuration", metavar="CONFIG", required=True,
+                        help="configuration to preprocess for (e.g. 2d, 3d_fullres)")
+    parser.add_argument("-p", "--plans", dest="plans", default="nnUNetPlans",
+                        help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("--allow-real-only", action="store_true",
                         help="train real cases that have no twins unmixed instead of refusing")
-    parser.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument("-np", "--num-processes", dest="num_processes", type=int, default=1,
+                        help="worker processes (default: 1)")
+    refuse_device(parser, "twins has no device option: preprocessing runs on the CPU (-np sets the processes)")
 
 
 def run(args) -> int:

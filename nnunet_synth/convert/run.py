@@ -21,7 +21,7 @@ def run_converter(module, source, dataset_id: int, raw_root=None, allow_skip: bo
         raise SynthError(f"{source}: source folder not found")
     raw_root = raw_root or os.environ.get("nnUNet_raw")
     if not raw_root:
-        raise SynthError("no output folder: set nnUNet_raw or pass -o RAW_ROOT")
+        raise SynthError("no output folder: set nnUNet_raw or pass -o RAW_DIR")
     if name is None:
         name = module.dataset_name(source) if hasattr(module, "dataset_name") else module.NAME
     with StagedDataset(raw_root, dataset_id, name, source, allow_skip=allow_skip, num_processes=num_processes,
