@@ -9,12 +9,15 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import nnunet_synth_trainers
 
 NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+# The trainer doctor asks nnU-Net's trainer search for: if it is found, the others in trainers/ are too.
+TRAINER_PROBE = "nnUNetTrainerDiffBoost"
 MIN_FREE_GB = 10.0
 
 
@@ -46,11 +49,42 @@ def check_torch_pair() -> Check:
     return Check("torch + torchvision", True, f"torch {torch_v}, torchvision {tv_v}, CUDA available: {cuda}")
 
 
+def _file_in_the_way(path: str) -> str | None:
+    """The file at ``path`` or at its nearest existing parent, which would make ``mkdir -p path`` fail."""
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return None if os.path.isdir(path) else path
+
+
+def _usable_folder(*candidates: str) -> str:
+    """The first candidate that is a folder or can become one with ``mkdir -p``."""
+    for c in candidates:
+        if _file_in_the_way(c) is None:
+            return c
+    return candidates[-1]
+
+
 def check_folder_variable(name: str, min_free_gb: float) -> list[Check]:
     value = os.environ.get(name)
     suggested = os.path.join(os.path.expanduser("~"), "nnUNet_data", name.split("_", 1)[1])
     if not value:
         return [Check(name, False, "not set", f'export {name}="{suggested}"')]
+    if not os.path.isabs(value):
+        # nnU-Net reads the variable as it is: a relative path means another folder in every working directory.
+        absolute = os.path.abspath(value)
+        if _file_in_the_way(absolute) is None:
+            fix = f'export {name}="{absolute}"'
+            return [Check(name, False, f"{value} is a relative path (nnU-Net would resolve it against each "
+                                       f"working directory)", fix if os.path.isdir(absolute) else
+                          f'mkdir -p "{absolute}" && {fix}')]
+    blocker = _file_in_the_way(value)
+    if blocker is not None:
+        other = _usable_folder(suggested, os.path.abspath(value) + "_folder")
+        what = "is a file, not a folder" if blocker == value else f"cannot be created: {blocker} is a file"
+        return [Check(name, False, f"{value} {what}", f'mkdir -p "{other}" && export {name}="{other}"')]
     if not os.path.isdir(value):
         return [Check(name, False, f"{value} does not exist", f'mkdir -p "{value}"')]
     free_gb = shutil.disk_usage(value).free / 1024 ** 3
@@ -73,6 +107,29 @@ def check_ext_trainer() -> Check:
     return Check("nnUNet_extTrainer", True, value)
 
 
+def check_trainer_search(trainer: str = TRAINER_PROBE) -> Check:
+    """Whether nnU-Net's own trainer search (what nnUNetv2_train runs) finds ``trainer`` under nnUNet_extTrainer.
+
+    A fresh interpreter, as for torch: the search imports torch and every
+    module of the trainer folders, and one broken module there stops it.
+    """
+    code = ("import contextlib, io, sys\n"
+            "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    cls = recursive_find_trainer_class_by_name(sys.argv[1])\n"
+            "print(cls.__module__)")
+    name = f"nnU-Net trainer search ({trainer})"
+    proc = subprocess.run([sys.executable, "-c", code, trainer], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        show = (f'{sys.executable} -c "from nnunetv2.utilities.find_objects import '
+                f"recursive_find_trainer_class_by_name as find; find('{trainer}')\"")
+        return Check(name, False, f"nnUNetv2_train -tr {trainer} would fail: {last}",
+                     f"repair or remove the module the error names, or take its folder out of nnUNet_extTrainer "
+                     f"(the whole traceback: {show})")
+    return Check(name, True, f"found (module {proc.stdout.strip().splitlines()[-1]})")
+
+
 def check_nnunet_version() -> Check:
     try:
         v = version("nnunetv2")
@@ -87,7 +144,14 @@ def check_nnunet_version() -> Check:
 
 def run_checks(min_free_gb: float = MIN_FREE_GB) -> list[Check]:
     """Every check of ``nnunet-synth doctor``; free disk below ``min_free_gb`` is a warning."""
-    checks = [check_nnunet_version(), check_torch_pair(), check_ext_trainer()]
+    nnunet, ext = check_nnunet_version(), check_ext_trainer()
+    # The two child interpreters (torch; the trainer search) run side by side: each takes seconds.
+    with ThreadPoolExecutor(2) as pool:
+        torch_pair = pool.submit(check_torch_pair)
+        search = pool.submit(check_trainer_search) if nnunet.ok and ext.ok else None
+        checks = [nnunet, torch_pair.result(), ext]
+        if search is not None:
+            checks.append(search.result())
     for name in NNUNET_FOLDER_VARIABLES:
         checks.extend(check_folder_variable(name, min_free_gb))
     return checks

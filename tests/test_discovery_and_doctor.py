@@ -1,4 +1,5 @@
 """Trainer discovery through nnUNet_extTrainer, packaging of trainers/, and `nnunet-synth doctor`."""
+import os
 import subprocess
 import sys
 import zipfile
@@ -73,9 +74,49 @@ def test_doctor_prints_the_fix_for_each_problem(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "FAIL" not in out and "Everything nnunet_synth needs is in place." in out
 
-    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "nowhere"))
-    assert main(["doctor", "--min-free-gb", "0"]) == 1
-    assert f'fix: mkdir -p "{tmp_path / "nowhere"}"' in capsys.readouterr().out
+    assert "[ok  ] nnU-Net trainer search (nnUNetTrainerDiffBoost): found (module nnUNetTrainerDiffBoost)" in out
+
+
+def _apply_fix(check, cwd):
+    """Run a failed check's fix line in bash; return the folder the variable then names."""
+    assert not check.ok and check.fix, check
+    proc = subprocess.run(["bash", "-c", f'{check.fix} && printf %s "${check.name}"'], cwd=cwd,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, (check.fix, proc.stderr)
+    return proc.stdout
+
+
+@pytest.mark.parametrize("kind", ["missing", "relative", "file", "below_a_file"])
+def test_doctor_folder_fix_works(kind, monkeypatch, tmp_path):
+    from nnunet_synth.environment import check_folder_variable
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "a_file").write_text("not a folder")
+    value = {"missing": str(tmp_path / "nowhere"), "relative": "data/raw",
+             "file": str(tmp_path / "a_file"), "below_a_file": str(tmp_path / "a_file" / "raw")}[kind]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("nnUNet_raw", value)
+    check = check_folder_variable("nnUNet_raw", 0)[0]
+    detail = {"missing": "does not exist", "relative": "is a relative path", "file": "is a file, not a folder",
+              "below_a_file": f"cannot be created: {tmp_path / 'a_file'} is a file"}[kind]
+    assert detail in check.detail, check
+    folder = _apply_fix(check, tmp_path)
+    assert os.path.isabs(folder) and os.path.isdir(folder), (check.fix, folder)
+    monkeypatch.setenv("nnUNet_raw", folder)
+    assert check_folder_variable("nnUNet_raw", 0)[0].ok
+
+
+def test_doctor_reports_a_trainer_search_that_fails(monkeypatch, tmp_path):
+    """One broken module in an nnUNet_extTrainer folder stops nnU-Net's search; doctor says so."""
+    from nnunet_synth.environment import check_trainer_search
+
+    broken = tmp_path / "other_trainers"
+    broken.mkdir()
+    (broken / "nnUNetTrainerBroken.py").write_text("import a_module_that_does_not_exist_here\n")
+    monkeypatch.setenv("nnUNet_extTrainer", f"{broken}{os.pathsep}{trainer_folder()}")
+    check = check_trainer_search()
+    assert not check.ok and check.required
+    assert "a_module_that_does_not_exist_here" in check.detail and "nnUNet_extTrainer" in check.fix, check
 
 
 def test_trainer_path_command(capsys):

@@ -1,7 +1,9 @@
 """Check the environment that nnU-Net and nnunet_synth need.
 
 Checks the nnU-Net folder variables (nnUNet_raw, nnUNet_preprocessed,
-nnUNet_results), that nnUNet_extTrainer points at this package's trainers,
+nnUNet_results: set, absolute, and folders rather than files), that
+nnUNet_extTrainer points at this package's trainers and that nnU-Net's own
+trainer search (what nnUNetv2_train runs) finds nnUNetTrainerDiffBoost there,
 that torch and torchvision import together, whether CUDA is present, and the
 free disk space in the nnU-Net folders. Each problem is printed with the exact
 line that fixes it. Exits 1 when something must be fixed.
