@@ -35,3 +35,18 @@ def test_a_label_without_any_finite_value_is_nan_and_left_out_of_the_foreground_
     assert math.isnan(out["mean"][2]["Dice"]) and out["n_valid"][2]["Dice"] == 0
     assert out["foreground_mean"]["Dice"] == pytest.approx(0.5)
     assert math.isnan(out["foreground_mean"]["Recall"])  # NaN for every label
+
+
+def test_spread_beside_the_mean():
+    import numpy as np
+
+    dice = [0.9, 0.5, 0.7, 0.2, NAN]
+    per_case = [{"metrics": {1: case(d, 1.0)}} for d in dice]
+    spread = aggregate(per_case, [1])["spread"][1]["Dice"]
+    finite = [0.9, 0.5, 0.7, 0.2]
+    assert spread["sd"] == pytest.approx(np.std(finite, ddof=1))
+    assert spread["median"] == pytest.approx(0.6)
+    # numpy's default (linear) quartiles of 0.2, 0.5, 0.7, 0.9: 0.425 and 0.75
+    assert (spread["q1"], spread["q3"]) == pytest.approx((0.425, 0.75))
+    one = aggregate([{"metrics": {1: case(0.4, 1.0)}}], [1])["spread"][1]["Dice"]
+    assert math.isnan(one["sd"]) and one["median"] == one["q1"] == one["q3"] == 0.4

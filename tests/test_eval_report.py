@@ -65,3 +65,26 @@ def test_report_md_lists_means_comparisons_and_plots(tmp_path):
     assert "| T | lesion | base | 0.800 (4) | 3.00 (3) | 1.00 (3) | 1 | 0 |" in text
     assert "0.050 [0.010, 0.090]" in text and "4.00e-04 (8.00e-04)" in text and "n/a (n/a)" in text
     assert "255 -> 1" in text and "![Box](plots/box.png)" in text
+
+
+def test_report_md_shows_sd_iqr_and_flags_small_n(tmp_path):
+    result = {"mean": {"1": {"Dice": 0.8, "HD95": 3.0, "ASSD": 1.0}},
+              "spread": {"1": {"Dice": {"sd": 0.05, "median": 0.81, "q1": 0.77, "q3": 0.84},
+                               "HD95": {"sd": 1.5, "median": 2.5, "q1": 2.0, "q3": 4.0},
+                               "ASSD": {"sd": 0.2, "median": 1.0, "q1": 0.9, "q3": 1.1}}},
+              "n_valid": {"1": {"Dice": 4, "HD95": 4, "ASSD": 4}},
+              "empty_counts": {"1": {"empty_pred": 0, "empty_ref": 0, "both_empty": 0}}}
+    summary = {"models": {"base": {"description": "d1"}, "aug": {"description": "d2"}}, "baseline": "base",
+               "test_sets": {"T": {"n_cases": 4, "images": "i", "labels": "l"}}, "label_names": {"1": "lesion"},
+               "results": {"T": {"base": result, "aug": result}}, "n_resamples": 100, "confidence": 0.95, "seed": 0,
+               "alpha": 0.05}
+    row = {"test_set": "T", "label": "lesion", "metric": "Dice", "model": "aug", "n": 4, "mean_diff": 0.05,
+           "mean_diff_ci_low": 0.01, "mean_diff_ci_high": 0.09, "median_diff": 0.04, "median_diff_ci_low": 0.0,
+           "median_diff_ci_high": 0.1, "diff_sd": 0.02, "diff_q1": 0.03, "diff_q3": 0.06, "wilcoxon_p": 0.125,
+           "wilcoxon_p_holm": 0.125, "wilcoxon_min_p": 0.125, "ttest_p": 0.01, "ttest_p_holm": 0.01,
+           "note": "n too small: with 4 pairs Wilcoxon cannot reach p < 0.05 (smallest possible p 0.125)"}
+    text = write_report_md(tmp_path / "report.md", summary, [row, dict(row, n=8, wilcoxon_min_p=0.0078, note="")],
+                           []).read_text()
+    assert "| 0.800 ± 0.050; 0.810 [0.770, 0.840] (4) | 3.00 ± 1.50; 2.50 [2.00, 4.00] (4) |" in text
+    assert "| 4 **n too small** | 0.050 [0.010, 0.090] ± 0.020 | 0.040 [0.000, 0.100] | [0.030, 0.060] |" in text
+    assert "| 8 | 0.050" in text and "BCa" in text

@@ -96,6 +96,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("-np", dest="num_processes", type=int, default=1, help="evaluation worker processes")
     parser.add_argument("--bootstrap", type=int, default=10000, help="paired bootstrap resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level; comparisons whose n cannot reach it are flagged (default 0.05)")
     parser.add_argument("--examples", type=int, default=3, help="example cases per direction in the grid (default 3)")
 
 
@@ -107,7 +109,7 @@ def command_line(args) -> str:
             words += [option, item]
     words += ["--baseline", args.baseline, "-o", args.output, "-device", args.device, "-chk", args.checkpoint,
               "-step_size", f"{args.step_size:g}", "-np", str(args.num_processes), "--bootstrap", str(args.bootstrap),
-              "--seed", str(args.seed), "--examples", str(args.examples)]
+              "--seed", str(args.seed), "--alpha", f"{args.alpha:g}", "--examples", str(args.examples)]
     if args.disable_tta:
         words.append("--disable_tta")
     return shlex.join(words)
@@ -118,13 +120,15 @@ def run(args) -> int:
     tests = parse_named(args.test, "--test")
     if args.bootstrap < 100:
         raise SynthError(f"--bootstrap {args.bootstrap}: use at least 100 resamples")
+    if not 0 < args.alpha < 1:
+        raise SynthError(f"--alpha {args.alpha}: use a level between 0 and 1, e.g. 0.05")
     if args.num_processes < 1:
         raise SynthError(f"-np must be at least 1, got {args.num_processes}")
     settings = PredictionSettings(device=args.device, use_mirroring=not args.disable_tta, checkpoint=args.checkpoint,
                                   tile_step_size=args.step_size)
     summary = run_cross_eval(models, tests, args.output, args.baseline, parse_label_map(args.label_map),
                              prediction=settings, num_processes=args.num_processes, n_resamples=args.bootstrap,
-                             seed=args.seed, n_examples=args.examples, command=command_line(args))
+                             seed=args.seed, n_examples=args.examples, command=command_line(args), alpha=args.alpha)
     for row in summary["comparisons"]:
         if row["metric"] == "Dice":
             p = row["wilcoxon_p_holm"]

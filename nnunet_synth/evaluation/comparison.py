@@ -13,7 +13,7 @@ COMPARED_METRICS = ("Dice", "HD95", "ASSD")
 
 
 def compare_with_baseline(values: dict, baseline: str, label_names: dict, n_resamples: int, confidence: float,
-                          seed: int) -> list[dict]:
+                          seed: int, alpha: float = 0.05) -> list[dict]:
     """Paired comparisons of every model with the baseline, as rows (``PairedResult.as_row`` plus Holm).
 
     ``values[test][model][label][case]`` holds a case's metric dict.
@@ -29,7 +29,7 @@ def compare_with_baseline(values: dict, baseline: str, label_names: dict, n_resa
                     result = paired_compare({c: v[metric] for c, v in base_cases.items()},
                                             {c: v[metric] for c, v in per_model[other][key].items()},
                                             n_resamples=n_resamples, confidence=confidence, seed=seed,
-                                            what=f"{t}/{label}/{metric}/{baseline} vs {other}")
+                                            alpha=alpha, what=f"{t}/{label}/{metric}/{baseline} vs {other}")
                     result.context = {"test_set": t, "label": label, "metric": metric, "baseline": baseline,
                                       "model": other}
                     family.append(result)

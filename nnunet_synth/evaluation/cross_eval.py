@@ -123,7 +123,8 @@ def _score(models: list[str], tests: dict, output: Path, reference_json: dict, d
             summary = evaluate_folders(test.labels, pred_folder, pred_folder / "summary.json", dj_path,
                                        num_processes=num_processes, progress=progress, cases=list(test.cases))
             as_json = summary_to_json(summary)
-            results[t][m] = {k: as_json[k] for k in ("mean", "foreground_mean", "n_valid", "empty_counts", "n_cases")}
+            results[t][m] = {k: as_json[k] for k in ("mean", "spread", "foreground_mean", "n_valid", "empty_counts",
+                                                     "n_cases")}
             results[t][m]["summary_file"] = str(pred_folder / "summary.json")
             values[t][m] = {}
             for entry in summary["metric_per_case"]:
@@ -138,7 +139,8 @@ def _score(models: list[str], tests: dict, output: Path, reference_json: dict, d
 def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike, baseline: str,
                    label_map: dict[int, int] | None = None, prediction: PredictionSettings | None = None,
                    num_processes: int = 1, n_resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
-                   n_examples: int = 3, progress: bool = True, command: str | None = None) -> dict:
+                   n_examples: int = 3, progress: bool = True, command: str | None = None,
+                   alpha: float = 0.05) -> dict:
     """Predict, evaluate, compare and report; returns the summary written to OUTPUT/summary.json.
 
     ``models``: name -> ``ModelSpec`` or "DATASET:TRAINER:PLANS:CONFIGURATION:FOLDS".
@@ -147,6 +149,7 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
     ``label_map``: test label value -> model label value, applied before anything is checked or scored.
     ``prediction``: device, mirroring, checkpoint and tile step of nnU-Net's predictor.
     ``command``: the command line, recorded in summary.json and report.md.
+    ``alpha``: the significance level the small-n warning is judged against.
     """
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.json_export import recursive_fix_for_json_export
@@ -189,7 +192,7 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
     _write_csv(output / "per_case.csv", per_case_rows)
     label_names = {key: label_name(reference_json, key) for key in values[next(iter(tests))][baseline]}
 
-    comparisons = compare_with_baseline(values, baseline, label_names, n_resamples, confidence, seed)
+    comparisons = compare_with_baseline(values, baseline, label_names, n_resamples, confidence, seed, alpha)
     _write_csv(output / "comparisons.csv", comparisons)
     images = report.write_plots(values, baseline, label_names, tests, output, reader_writer, n_examples)
 
@@ -202,7 +205,7 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
         "label_names": {str(key): name for key, name in label_names.items()},
         "run": record, "device": str(torch_device), "use_mirroring": settings.use_mirroring,
         "checkpoint": settings.checkpoint, "tile_step_size": settings.tile_step_size, "log": str(output / LOG_NAME),
-        "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
+        "n_resamples": n_resamples, "confidence": confidence, "seed": seed, "alpha": alpha,
         "results": results, "comparisons": comparisons,
     }
     recursive_fix_for_json_export(summary)

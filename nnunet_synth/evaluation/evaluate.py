@@ -100,7 +100,7 @@ def summary_to_json(summary: dict) -> dict:
     from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
     out = dict(summary)
-    for key in ("mean", "n_valid", "empty_counts"):
+    for key in ("mean", "spread", "n_valid", "empty_counts"):
         out[key] = {label_or_region_to_key(k): v for k, v in summary[key].items()}
     out["metric_per_case"] = [dict(c, metrics={label_or_region_to_key(k): v for k, v in c["metrics"].items()})
                               for c in summary["metric_per_case"]]

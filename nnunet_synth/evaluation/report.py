@@ -214,33 +214,52 @@ def write_report_md(path: Path, summary: dict, comparison_rows: list[dict], imag
         mapping = ", ".join(f"{k} -> {v}" for k, v in summary["label_map"].items())
         lines += ["", f"Label values of the test sets were mapped before evaluation: {mapping}."]
     lines += ["", "## Means per test set", "",
-              "nanmean over cases; n = cases with a finite value. HD95 and ASSD in mm; a case where exactly one of "
-              "reference and prediction is empty counts with the image diagonal as its distance.", "",
-              "| test set | label | model | Dice (n) | HD95 (n) | ASSD (n) | empty pred | empty ref |",
+              "Each cell: mean ± SD; median [Q1, Q3] (n), over the cases with a finite value (nanmean; SD with "
+              "ddof=1). HD95 and ASSD in mm; a case where exactly one of reference and prediction is empty counts "
+              "with the image diagonal as its distance.", "",
+              "| test set | label | model | Dice | HD95 (mm) | ASSD (mm) | empty pred | empty ref |",
               "|---|---|---|---|---|---|---|---|"]
     label_names = summary.get("label_names", {})
     for test, per_model in summary["results"].items():
         for model, result in per_model.items():
             for label, means in result["mean"].items():
                 nv, empty = result["n_valid"][label], result["empty_counts"][label]
-                lines.append(f"| {test} | {label_names.get(label, label)} | {model} | {_fmt(means['Dice'])} ({nv['Dice']}) | "
-                             f"{_fmt(means['HD95'], 2)} ({nv['HD95']}) | {_fmt(means['ASSD'], 2)} ({nv['ASSD']}) | "
-                             f"{empty['empty_pred']} | {empty['empty_ref']} |")
+                spread = result.get("spread", {}).get(label, {})
+
+                def cell(metric, digits):
+                    s = spread.get(metric)
+                    if s is None:
+                        return f"{_fmt(means[metric], digits)} ({nv[metric]})"
+                    return (f"{_fmt(means[metric], digits)} ± {_fmt(s['sd'], digits)}; {_fmt(s['median'], digits)} "
+                            f"[{_fmt(s['q1'], digits)}, {_fmt(s['q3'], digits)}] ({nv[metric]})")
+
+                lines.append(f"| {test} | {label_names.get(label, label)} | {model} | {cell('Dice', 3)} | "
+                             f"{cell('HD95', 2)} | {cell('ASSD', 2)} | {empty['empty_pred']} | {empty['empty_ref']} |")
+    alpha = summary.get("alpha", 0.05)
     lines += ["", f"## Paired comparisons against {summary['baseline']}", "",
               "Difference = model - baseline on the same cases (positive is better for Dice, negative for HD95 "
               "and ASSD). Wilcoxon signed-rank is the primary test; p-values are Holm-corrected across test sets "
               f"and labels for each metric and model. Bootstrap: {summary['n_resamples']} paired resamples, "
-              f"{int(summary['confidence'] * 100)}% percentile intervals, seed {summary['seed']}.", "",
-              "| test set | label | metric | model | n | mean diff [CI] | median diff [CI] | Wilcoxon p (Holm) | "
-              "t-test p (Holm) | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+              f"{int(summary['confidence'] * 100)}% BCa intervals, seed {summary['seed']}. \"min p\" is the smallest "
+              f"p-value the Wilcoxon test can give with this n whatever the data; where it is above {alpha:g} the "
+              "row is marked **n too small**: the test cannot reach the significance level, so a large p there "
+              "is no evidence that the models are alike.", "",
+              "| test set | label | metric | model | n | mean diff [CI] ± SD | median diff [CI] | IQR of diff | "
+              "Wilcoxon p (Holm) | min p | t-test p (Holm) | note |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in comparison_rows:
         digits = 3 if r["metric"] in ("Dice", "IoU", "Precision", "Recall") else 2
+        min_p = r.get("wilcoxon_min_p", float("nan"))
+        small = isinstance(min_p, float) and not math.isnan(min_p) and min_p > alpha
+        sd = f" ± {_fmt(r['diff_sd'], digits)}" if "diff_sd" in r else ""
+        iqr = f"[{_fmt(r['diff_q1'], digits)}, {_fmt(r['diff_q3'], digits)}]" if "diff_q1" in r else "n/a"
         lines.append(
-            f"| {r['test_set']} | {r['label']} | {r['metric']} | {r['model']} | {r['n']} | "
-            f"{_fmt(r['mean_diff'], digits)} [{_fmt(r['mean_diff_ci_low'], digits)}, {_fmt(r['mean_diff_ci_high'], digits)}] | "
+            f"| {r['test_set']} | {r['label']} | {r['metric']} | {r['model']} | "
+            f"{r['n']}{' **n too small**' if small else ''} | "
+            f"{_fmt(r['mean_diff'], digits)} [{_fmt(r['mean_diff_ci_low'], digits)}, {_fmt(r['mean_diff_ci_high'], digits)}]{sd} | "
             f"{_fmt(r['median_diff'], digits)} [{_fmt(r['median_diff_ci_low'], digits)}, {_fmt(r['median_diff_ci_high'], digits)}] | "
-            f"{_fmt_p(r['wilcoxon_p'])} ({_fmt_p(r['wilcoxon_p_holm'])}) | {_fmt_p(r['ttest_p'])} ({_fmt_p(r['ttest_p_holm'])}) | "
-            f"{r['note']} |")
+            f"{iqr} | {_fmt_p(r['wilcoxon_p'])} ({_fmt_p(r['wilcoxon_p_holm'])}) | {_fmt_p(min_p)} | "
+            f"{_fmt_p(r['ttest_p'])} ({_fmt_p(r['ttest_p_holm'])}) | {r['note']} |")
     lines += ["", "## Plots", ""]
     for caption, image in images:
         lines += [f"### {caption}", "", f"![{caption}]({image.relative_to(path.parent).as_posix()})", ""]
