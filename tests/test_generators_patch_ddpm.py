@@ -42,17 +42,20 @@ def test_patch_ddpm_2d_and_3d_through_the_framework(nnunet_folders, tmp_path, ca
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]  # (progress bars aside)
     assert len(errors) == 1 and "patch" in errors[0] and not (tmp_path / "big").exists()
 
-    for real_id, synth_id, patch, mode, kind in ((901, 902, "8", "twins", "syn"), (911, 912, "4", "new", "new")):
+    for real_id, synth_id, patch, mode, kind, strength in ((901, 902, "8", "twins", "syn", 0.5),
+                                                           (911, 912, "4", "new", "new", 1.0)):
         model = tmp_path / f"model{real_id}"
         assert cli_main(["fit", "patch-ddpm", "-d", str(real_id), "--fold", "0", "-o", str(model),
                              "--patch-size", patch, *TINY_FIT]) == 0
         assert json.loads((model / "training_cases.json").read_text())["fold"] == 0
         assert cli_main(["generate", "patch-ddpm", "-m", str(model), "-d", str(real_id), "-o", str(synth_id),
-                                  "--mode", mode, "-k", "2", "--cases", "case_001", *TINY_SAMPLE]) == 0
+                                  "--mode", mode, "-k", "2", "--cases", "case_001", "--strength", str(strength),
+                                  *TINY_SAMPLE]) == 0
         real = RawDataset.open(real_id)
         out = next(nnunet_folders.raw.glob(f"Dataset{synth_id}_*"))
         check_outputs(real, out, [f"case_001_{kind}000", f"case_001_{kind}001"])
         record = Manifest.load(out).generators[out.name]
         assert record.name == "patch-ddpm" and record.parameters["generator_options"]["steps"] == 2
+        assert record.parameters["generator_options"]["strength"] == strength
         first, second = (RawDataset.open(out).read_case(f"case_001_{kind}00{k}")[0] for k in (0, 1))
         assert not np.array_equal(first, second)

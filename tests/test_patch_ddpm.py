@@ -1,6 +1,9 @@
 """The patch-wise DDPM: tiny seeded models trained for a few steps on tiny 2D and 3D cases."""
 import argparse
 import json
+import os
+import shutil
+import stat
 import subprocess
 import sys
 
@@ -41,9 +44,13 @@ def sampling(extra: str = "", tiny: str = TINY):
 
 
 def sample(generator, seg, seed: int, settings, spacing=None):
-    """The image the generator paints for ``seg`` as a twin (the source image plays no part in patch-ddpm)."""
+    """The image the generator paints for ``seg`` as a twin (the source image plays no part unless --strength < 1)."""
     source = TrainingCase("src", np.zeros((1,) + seg.shape, np.float32), seg, spacing or (1.0,) * seg.ndim)
     return generator.generate(GenerationRequest(source, seg, "twins", seed, None, settings)).image
+
+
+def twin(generator, case, seed: int, settings):
+    return generator.generate(GenerationRequest(case, case.seg, "twins", seed, None, settings)).image
 
 
 def make_cases(shape, n=3, labels=(1, 2)):
@@ -80,7 +87,7 @@ def model_3d(tmp_path_factory):
 @pytest.mark.parametrize("which_sampling", ["full", "tiled"])
 def test_fit_save_load_generate(which, which_sampling, request):
     model_dir, cases = request.getfixturevalue(which)
-    assert (model_dir / folder.CONFIG_NAME).is_file() and (model_dir / folder.WEIGHTS_NAME).is_file()
+    assert (model_dir / folder.CONFIG_NAME).is_file() and (model_dir / folder.WEIGHTS_PATH).is_file()
     config = json.loads((model_dir / folder.CONFIG_NAME).read_text())
     assert config["steps_trained"] == config["settings"]["train_steps"]
     generator = PatchDDPMGenerator.load(model_dir)
@@ -145,14 +152,16 @@ def test_full_predictor_pads_and_crops():
     torch.testing.assert_close(eps, coordinates([(0, 0)], (13, 10), (13, 10))[:, 1:])
 
 
-def test_resumed_fit_equals_uninterrupted_fit(tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", ["", "--lr-scheduler cosine --lr-warmup-steps 1"])
+def test_resumed_fit_equals_uninterrupted_fit(tmp_path, monkeypatch, schedule):
     from safetensors.torch import load_file
 
     from nnunet_synth.generators.patch_ddpm import train
 
     cases = make_cases((24, 24), n=2)
-    fit = lambda name, extra: PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / name, options(extra))  # noqa: E731
-    weights = lambda name: load_file(str(tmp_path / name / folder.WEIGHTS_NAME))  # noqa: E731
+    fit = lambda name, extra: PatchDDPMGenerator.fit(cases, [0, 1, 2], tmp_path / name,  # noqa: E731
+                                                     options(f"{extra} {schedule}"))
+    weights = lambda name: load_file(str(tmp_path / name / folder.WEIGHTS_PATH))  # noqa: E731
     progress = lambda name: json.loads((tmp_path / name / "checkpoint" / "progress.json").read_text())  # noqa: E731
     fit("once", "--train-steps 4")
 
@@ -176,16 +185,25 @@ def test_resumed_fit_equals_uninterrupted_fit(tmp_path, monkeypatch):
     # a finished 2-step model trained further to 4 steps
     fit("extended", "--train-steps 2")
     two = weights("extended")
-    fit("extended", "--train-steps 4")
-    assert progress("extended") == {"step": 4}
-    assert json.loads((tmp_path / "extended" / folder.CONFIG_NAME).read_text())["steps_trained"] == 4
+    if schedule:
+        # the cosine schedule of a 2-step run has decayed to 0; 4 steps would be another schedule
+        with pytest.raises(SynthError, match=r"settings.train_steps: 2 there, 4 now \(--lr-scheduler cosine is laid"):
+            fit("extended", "--train-steps 4")
+        fit("extended", "--train-steps 2")  # the same schedule: nothing to do
+        np.testing.assert_equal({k: v.numpy() for k, v in weights("extended").items()},
+                                {k: v.numpy() for k, v in two.items()})
+    else:
+        fit("extended", "--train-steps 4")
+        assert progress("extended") == {"step": 4}
+        assert json.loads((tmp_path / "extended" / folder.CONFIG_NAME).read_text())["steps_trained"] == 4
 
     once = weights("once")
-    for name in ("crashed", "extended"):
+    for name in (("crashed",) if schedule else ("crashed", "extended")):
         resumed = weights(name)
         for key in once:
             torch.testing.assert_close(resumed[key], once[key], atol=1e-6, rtol=1e-5)
-    assert any(not torch.equal(two[k], once[k]) for k in once)  # steps 3 and 4 did change the weights
+    if not schedule:
+        assert any(not torch.equal(two[k], once[k]) for k in once)  # steps 3 and 4 did change the weights
 
 
 def test_rerun_with_other_settings_is_refused(model_2d, tmp_path):
@@ -202,12 +220,22 @@ def test_missing_or_incomplete_model_folder(model_2d, tmp_path):
         PatchDDPMGenerator.load(tmp_path / "empty")
     model_dir, _ = model_2d
     partial = tmp_path / "partial"
-    partial.mkdir()
-    (partial / folder.CONFIG_NAME).write_text((model_dir / folder.CONFIG_NAME).read_text())
+    shutil.copytree(model_dir, partial, ignore=shutil.ignore_patterns(folder.WEIGHTS_NAME, "checkpoint"))
     with pytest.raises(SynthError, match="incomplete"):
         PatchDDPMGenerator.load(partial)
-    (partial / folder.WEIGHTS_NAME).write_bytes(b"not safetensors")
+    (partial / folder.WEIGHTS_PATH).write_bytes(b"not safetensors")
     with pytest.raises(SynthError, match="cannot be read"):
+        PatchDDPMGenerator.load(partial)
+    # weights of another network: from_pretrained would initialise the missing tensors randomly
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(model_dir / folder.WEIGHTS_PATH))
+    state.pop("unet.out.2.conv.bias")
+    save_file(state, str(partial / folder.WEIGHTS_PATH))
+    with pytest.raises(SynthError, match=r"does not match .*unet/config.json \(1 missing, e.g. unet.out.2.conv.bias"):
+        PatchDDPMGenerator.load(partial)
+    (partial / folder.SCHEDULER_FOLDER / folder.SCHEDULER_CONFIG_NAME).unlink()
+    with pytest.raises(SynthError, match="scheduler_config.json: missing; train it with"):
         PatchDDPMGenerator.load(partial)
     (partial / folder.CONFIG_NAME).write_text("{")
     with pytest.raises(SynthError, match="not valid JSON"):
@@ -239,6 +267,8 @@ def test_mask_labels_outside_the_model_are_refused(model_3d):
     ("--patch-size 15", "multiple of 2"),
     ("--patch-size 16 16 16", "3 values but the images have 2"),
     ("--fg-fraction 1.5", "--fg-fraction"),
+    ("--lr-warmup-steps 1", "no effect with --lr-scheduler constant; use --lr-scheduler constant_with_warmup"),
+    ("--lr-scheduler cosine --lr-warmup-steps 2", r"--lr-warmup-steps must be between 0 and --train-steps \(1\)"),
 ])
 def test_bad_fit_options(extra, message, tmp_path):
     with pytest.raises(SynthError, match=message):
@@ -246,7 +276,12 @@ def test_bad_fit_options(extra, message, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize("extra, message", [("--steps 0", "--steps must be"), ("--tile-overlap 1", "--tile-overlap")])
+@pytest.mark.parametrize("extra, message", [
+    ("--steps 0", "--steps must be"), ("--tile-overlap 1", "--tile-overlap"),
+    ("--strength 0", r"--strength must be in \(0, 1\], got 0.0"), ("--strength 1.5", r"--strength must be in \(0, 1\]"),
+    ("--strength -0.2", r"--strength must be in \(0, 1\]"), ("--strength nan", r"--strength must be in \(0, 1\]"),
+    ("--strength 0.4", r"--strength 0.4 with --steps 2 leaves no denoising step \(int\(steps x strength\) = 0\)"),
+])
 def test_bad_generate_options(model_2d, extra, message):
     generator = PatchDDPMGenerator.load(model_2d[0])
     with pytest.raises(SynthError, match=message):
@@ -318,3 +353,137 @@ def test_tiles_are_placed_and_weighted_like_nnunets_sliding_window(shape, patch,
         weights[window] += gaussian
     np.testing.assert_allclose(blended, numerator / weights, rtol=1e-5)
     assert sum(calls) == len(expected_starts) and max(calls) == 2
+
+
+def test_each_part_of_the_model_folder_loads_with_from_pretrained(model_2d):
+    from diffusers import DDPMScheduler
+
+    from nnunet_synth.generators.patch_ddpm.network import PatchDDPMUNet
+
+    model_dir, _ = model_2d
+    index = json.loads((model_dir / folder.INDEX_NAME).read_text())
+    assert index["unet"] == ["nnunet_synth.generators.patch_ddpm.network", "PatchDDPMUNet"]
+    assert index["scheduler"] == ["diffusers", "DDPMScheduler"]
+    unet = PatchDDPMUNet.from_pretrained(model_dir, subfolder="unet", local_files_only=True)
+    scheduler = DDPMScheduler.from_pretrained(model_dir, subfolder="scheduler", local_files_only=True)
+    generator = PatchDDPMGenerator.load(model_dir)
+    loaded = generator.network.state_dict()
+    assert unet.state_dict().keys() == loaded.keys()
+    assert all(torch.equal(v, loaded[k]) for k, v in unet.state_dict().items())
+    assert scheduler.config.num_train_timesteps == 1000 and scheduler.config.timestep_spacing == "trailing"
+    assert scheduler.config.clip_sample and scheduler.config.prediction_type == "epsilon"
+    assert "network" not in json.loads((model_dir / folder.CONFIG_NAME).read_text())  # one home per part
+    x = torch.zeros((1, 5, 16, 16))
+    torch.testing.assert_close(unet(x, torch.tensor([3])), generator.network(x, torch.tensor([3])))
+
+
+def test_weights_and_checkpoint_files_get_the_umask_mode(model_2d, tmp_path):
+    """safetensors writes 0600; the model folder's files get what open() gives (0644 under umask 022)."""
+    model_dir, _ = model_2d
+    modes = {p.relative_to(model_dir).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in model_dir.rglob("*") if p.is_file()}
+    assert {folder.WEIGHTS_PATH, "checkpoint/model.safetensors"} <= set(modes)
+    assert set(modes.values()) == {folder.file_mode()}, modes
+
+    from nnunet_synth.generators.patch_ddpm.network import build_network, network_kwargs
+
+    network = build_network(network_kwargs(2, 1, 1, (4, 8), 1))
+    for umask, expected in ((0o022, 0o644), (0o027, 0o640)):
+        old = os.umask(umask)
+        try:
+            folder.save_weights(tmp_path / str(umask), network)
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE((tmp_path / str(umask) / folder.WEIGHTS_PATH).stat().st_mode) == expected
+
+
+def _format_1_copy(model_dir, target):
+    """The folder as the format-1 code wrote it: everything in config.json, MONAI's keys at the top."""
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((model_dir / folder.CONFIG_NAME).read_text())
+    config["format_version"] = 1
+    config["network"] = {k: v for k, v in json.loads((model_dir / "unet" / "config.json").read_text()).items()
+                         if not k.startswith("_")}
+    config["scheduler"] = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
+    target.mkdir()
+    (target / folder.CONFIG_NAME).write_text(json.dumps(config))
+    state = load_file(str(model_dir / folder.WEIGHTS_PATH))
+    save_file({k.removeprefix("unet."): v for k, v in state.items()}, str(target / folder.WEIGHTS_NAME))
+
+
+def test_a_format_1_folder_is_read_for_generation_and_refused_by_fit(model_2d, tmp_path):
+    model_dir, cases = model_2d
+    old = tmp_path / "old"
+    _format_1_copy(model_dir, old)
+    settings = sampling("--sampling tiled")
+    np.testing.assert_array_equal(sample(PatchDDPMGenerator.load(old), cases[0].seg, 4, settings),
+                                  sample(PatchDDPMGenerator.load(model_dir), cases[0].seg, 4, settings))
+    with pytest.raises(SynthError, match="format-1 layout .*`generate` still reads it, but `fit` cannot continue "
+                                         "it: .*train into a new -o folder"):
+        PatchDDPMGenerator.fit(cases, [0, 1, 2], old, options("--train-steps 3 --checkpoint-every 2"))
+    assert sorted(p.name for p in old.iterdir()) == [folder.CONFIG_NAME, folder.WEIGHTS_NAME]  # untouched
+
+
+@pytest.mark.parametrize("schedule", ["", "--lr-scheduler cosine --lr-warmup-steps 2",
+                                      "--lr-scheduler constant_with_warmup --lr-warmup-steps 3"])
+def test_learning_rate_follows_diffusers_get_scheduler(tmp_path, monkeypatch, schedule):
+    from diffusers.optimization import get_scheduler
+
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    settings = options(f"--train-steps 6 --lr 0.002 {schedule}")
+    PatchDDPMGenerator.fit(make_cases((16, 16), n=1), [0, 1, 2], tmp_path / "m", settings)
+    monkeypatch.undo()
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.002)
+    reference = get_scheduler(settings.lr_scheduler, optimizer, num_warmup_steps=settings.lr_warmup_steps,
+                              num_training_steps=6)
+    expected = []
+    for _ in range(6):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    assert seen == pytest.approx(expected, rel=1e-12, abs=0)
+    if schedule:
+        assert seen[0] == 0 and max(seen) == pytest.approx(0.002) and len(set(seen)) > 2
+    else:
+        assert seen == [0.002] * 6
+
+
+@pytest.mark.parametrize("which, which_sampling, sampler", [
+    ("model_2d", "full", "ddim"), ("model_2d", "tiled", "dpm"), ("model_3d", "tiled", "ddim")])
+def test_strength_img2img_converges_to_the_source(which, which_sampling, sampler, request):
+    """Smaller --strength starts from a less noised source image, so the twin stays closer to it."""
+    model_dir, cases = request.getfixturevalue(which)
+    generator = PatchDDPMGenerator.load(model_dir)
+    case = cases[0]
+    common = f"--steps 20 --sampling {which_sampling} --sampler {sampler}"
+    mad = [float(np.abs(twin(generator, case, 7, sampling(f"{common} --strength {s}")) - case.image).mean())
+           for s in (0.3, 0.15, 0.05)]   # 6, 3 and 1 of the 20 steps
+    assert mad[0] > mad[1] > mad[2], mad
+    assert mad[2] < 0.2, mad   # one step from t = 49 of 1000 (noise std 0.17): about 0.14 for these tiny models
+
+
+def test_strength_one_starts_from_pure_noise(model_2d):
+    """--strength 1 is today's sampling; the pinned bytes (test_patch_ddpm_pinned.py) are checked with it too."""
+    generator = PatchDDPMGenerator.load(model_2d[0])
+    case = model_2d[1][1]
+    default = twin(generator, case, 2, sampling("--sampling full"))
+    np.testing.assert_array_equal(twin(generator, case, 2, sampling("--sampling full --strength 1")), default)
+    np.testing.assert_array_equal(sample(generator, case.seg, 2, sampling("--sampling full")), default)
+    assert not np.array_equal(twin(generator, case, 2, sampling("--sampling full --strength 0.5")), default)
+
+
+def test_strength_needs_a_source_image_of_the_masks_shape(model_2d):
+    generator = PatchDDPMGenerator.load(model_2d[0])
+    case = model_2d[1][0]
+    wrong = TrainingCase("src", np.zeros((1, 8, 8), np.float32), case.seg, (1.0, 1.0))
+    with pytest.raises(SynthError, match=r"--strength 0.5: source case src has an image of shape \(1, 8, 8\)"):
+        generator.generate(GenerationRequest(wrong, case.seg, "twins", 0, None, sampling("--steps 4 --strength 0.5")))

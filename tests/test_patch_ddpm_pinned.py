@@ -2,7 +2,10 @@
 
 The hashes were recorded with the pre-v2 code (commit f0882b9) for the same
 commands and seeds; a change to seeding, sampling, intensity mapping or
-writing shows up here as a different hash.
+writing shows up here as a different hash. They held unchanged through the
+model folder's move to the Hugging Face layout (unet/, scheduler/,
+model_index.json: the same weights under other names) and the addition of
+``--strength`` (1 = the pinned sampling).
 """
 from __future__ import annotations
 
@@ -59,8 +62,10 @@ def test_outputs_are_byte_identical_to_the_pinned_ones(nnunet_folders, tmp_path,
     model = tmp_path / "model"
     assert main(["fit", "patch-ddpm", "-d", str(real_id), "--fold", "0", "-o", str(model), "--patch-size", patch,
                  *FIT]) == 0
+    # --strength 1 (img2img's pure-noise end) must be the sampling these bytes were pinned with
+    strength = ["--strength", "1"] if mode == "new" else []
     assert main(["generate", "patch-ddpm", "-m", str(model), "-d", str(real_id), "-o", str(real_id + 1),
                  "--mode", mode, "-k", "2", "--cases", "case_001", "case_003", "--seed", "5", "--steps", "2",
-                 "--sampling", sampling, "--device", "cpu"]) == 0
+                 "--sampling", sampling, "--device", "cpu", *strength]) == 0
     out = next(nnunet_folders.raw.glob(f"Dataset{real_id + 1}_*"))
     assert file_hashes(out) == PINNED[(real_id, mode, sampling)]

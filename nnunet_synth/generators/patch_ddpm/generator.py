@@ -14,7 +14,8 @@ class PatchDDPMGenerator(Generator):
     """Mask-conditioned DDPM trained from scratch on random patches, with global coordinate channels.
 
     2D and 3D share one code path (MONAI's DiffusionModelUNet with
-    ``spatial_dims`` 2 or 3); sampling is full-size or tiled.
+    ``spatial_dims`` 2 or 3); sampling is full-size or tiled, from pure noise
+    or (``strength`` < 1) from the noised source image.
     """
 
     name = "patch-ddpm"
@@ -40,15 +41,8 @@ class PatchDDPMGenerator(Generator):
     def load(cls, model_dir: Path, device: str = "cpu") -> "PatchDDPMGenerator":
         import torch
 
-        from nnunet_synth.generators.patch_ddpm.network import build_network
-
         config = folder.read_config(Path(model_dir))
-        try:
-            network = build_network(config["network"])
-        except (TypeError, ValueError) as e:
-            raise SynthError(f"{Path(model_dir) / folder.CONFIG_NAME} has an invalid network entry ({e}); "
-                             f"{folder.fit_hint(Path(model_dir))}") from None
-        folder.load_weights(Path(model_dir), network)
+        network = folder.load_network(Path(model_dir), config)
         network.to(torch.device(device)).eval()
         return cls(config, network, device, Path(model_dir))
 
@@ -67,6 +61,14 @@ class PatchDDPMGenerator(Generator):
 
         mask = np.asarray(request.target_mask)
         check_mask(mask, self.config["spatial_dims"], self.model_labels(), str(self.model_dir))
-        image = sample_image(self.network, self.config, mask, request.seed, self.check_settings(request.settings),
-                             self.device)
+        settings = self.check_settings(request.settings)
+        source = None
+        if settings.strength < 1:
+            source = np.asarray(request.source.image, dtype=np.float32)
+            expected = (self.config["image_channels"],) + mask.shape
+            if source.shape != expected:
+                raise SynthError(f"--strength {settings.strength}: source case {request.source.case_id} has an "
+                                 f"image of shape {source.shape}, but the mask and the model in {self.model_dir} "
+                                 f"need {expected}")
+        image = sample_image(self.network, self.config, mask, request.seed, settings, self.device, source=source)
         return GenerationResponse(image=image, mask=mask)

@@ -8,10 +8,17 @@ Network input, channel by channel:
      axis of length ``L`` sits at ``-1 + 2 i / (L - 1)``. A patch therefore knows
      where it lies in the whole image, whatever its own size.
 The output is the predicted noise (epsilon) for the image channels.
+
+``PatchDDPMUNet`` wraps MONAI's DiffusionModelUNet in diffusers' ``ModelMixin``
+and ``ConfigMixin``, so the model folder's ``unet/`` is written by
+``save_pretrained`` and read by ``PatchDDPMUNet.from_pretrained(model_dir,
+subfolder="unet")`` like any diffusers model.
 """
 from __future__ import annotations
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from monai.networks.nets.diffusion_model_unet import DiffusionModelUNet
 
 from nnunet_synth.generators.patch_ddpm.settings import norm_groups
@@ -19,7 +26,7 @@ from nnunet_synth.generators.patch_ddpm.settings import norm_groups
 
 def network_kwargs(spatial_dims: int, image_channels: int, n_foreground: int,
                    channels: tuple[int, ...], res_blocks: int) -> dict:
-    """Arguments of MONAI's DiffusionModelUNet, stored verbatim in config.json."""
+    """Arguments of MONAI's DiffusionModelUNet, stored verbatim as the config of ``PatchDDPMUNet``."""
     return dict(
         spatial_dims=spatial_dims,
         in_channels=image_channels + n_foreground + spatial_dims,
@@ -37,8 +44,25 @@ def network_kwargs(spatial_dims: int, image_channels: int, n_foreground: int,
     )
 
 
-def build_network(kwargs: dict) -> DiffusionModelUNet:
-    return DiffusionModelUNet(**kwargs)
+class PatchDDPMUNet(ModelMixin, ConfigMixin):
+    """MONAI's DiffusionModelUNet as a diffusers model; its config is the UNet's arguments."""
+
+    @register_to_config
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, channels: list[int],
+                 num_res_blocks: int, attention_levels: list[bool], norm_num_groups: int,
+                 use_flash_attention: bool = True):
+        super().__init__()
+        self.unet = DiffusionModelUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+                                       channels=list(channels), num_res_blocks=num_res_blocks,
+                                       attention_levels=list(attention_levels), norm_num_groups=norm_num_groups,
+                                       use_flash_attention=use_flash_attention)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, timesteps)
+
+
+def build_network(kwargs: dict) -> PatchDDPMUNet:
+    return PatchDDPMUNet(**kwargs)
 
 
 def one_hot(seg: torch.Tensor, foreground_labels: list[int]) -> torch.Tensor:

@@ -19,6 +19,12 @@ The scheduler (DDIM or DPM-Solver, built from the model's DDPM config) updates
 the whole image after each step. All random numbers come from one CPU
 ``torch.Generator`` seeded with the sample's seed, so a sample is fully
 determined by (model, mask, seed, sampling options) on a given device.
+
+With ``strength`` S < 1 (img2img), sampling starts from the source image noised
+with the scheduler's own ``add_noise`` at the timestep where the last
+int(steps x S) steps begin, as diffusers' img2img pipelines do; S = 1 starts
+from pure noise, exactly as without the option (diffusers' inpainting pipeline
+makes the same distinction, ``is_strength_max``).
 """
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ from tqdm import tqdm
 
 from nnunet_synth.errors import SynthError
 from nnunet_synth.generators.patch_ddpm.network import coordinates, one_hot
-from nnunet_synth.generators.patch_ddpm.settings import SAMPLERS, PatchDDPMGenerateOptions, downsampling_factor
+from nnunet_synth.generators.patch_ddpm.settings import (SAMPLERS, PatchDDPMGenerateOptions, downsampling_factor,
+                                                         img2img_steps)
 from nnunet_synth.labels import check_label_values
 
 
@@ -120,13 +127,34 @@ class TiledPredictor:
         return blended.div_(self.weights)
 
 
+def img2img_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """The timesteps left to run for ``strength``, as ``StableDiffusionImg2ImgPipeline.get_timesteps`` finds them."""
+    t_start = max(steps - img2img_steps(steps, strength), 0)
+    timesteps = scheduler.timesteps[t_start * scheduler.order:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
+    return timesteps
+
+
 def denoise(predictor, scheduler, shape: tuple[int, ...], steps: int, seed: int, device,
-            progress: bool = False) -> torch.Tensor:
-    """Run the reverse process from seeded noise; returns (1, C, *S) on ``device``."""
+            progress: bool = False, source: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+    """Run the reverse process from seeded noise, or from ``source`` (1, C, *S) noised to ``strength``.
+
+    Returns (1, C, *S) on ``device``.
+    """
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     scheduler.set_timesteps(steps)
-    x = (torch.randn(shape, generator=generator, dtype=torch.float32) * scheduler.init_noise_sigma).to(device)
-    for t in tqdm(scheduler.timesteps, desc="denoising", leave=False, disable=not progress):
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    timesteps = scheduler.timesteps
+    if strength == 1.0:
+        x = (noise * scheduler.init_noise_sigma).to(device)
+    else:
+        if source is None or tuple(source.shape) != tuple(shape):
+            raise SynthError(f"--strength {strength} needs the source image, shape {shape}, got "
+                             f"{None if source is None else tuple(source.shape)}")
+        timesteps = img2img_timesteps(scheduler, steps, strength)
+        x = scheduler.add_noise(source.float(), noise, timesteps[:1]).to(device)
+    for t in tqdm(timesteps, desc="denoising", leave=False, disable=not progress):
         t = t.to(device)
         eps = predictor(scheduler.scale_model_input(x, t), t)
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
@@ -141,8 +169,11 @@ def check_mask(mask: np.ndarray, spatial_dims: int, labels: list[int], where: st
 
 @torch.inference_mode()
 def sample_image(network, config: dict, mask: np.ndarray, seed: int, options: PatchDDPMGenerateOptions, device,
-                 progress: bool = False) -> np.ndarray:
-    """An image (float32, (C, *mask.shape), in [-1, 1]) for ``mask``."""
+                 progress: bool = False, source: np.ndarray | None = None) -> np.ndarray:
+    """An image (float32, (C, *mask.shape), in [-1, 1]) for ``mask``.
+
+    ``source`` (C, *mask.shape) in [-1, 1] is the image img2img starts from when ``options.strength`` < 1.
+    """
     foreground = [v for v in config["labels"] if v != 0]
     # Small integers: the mask is kept whole for the whole run, tiles are cut from it.
     dtype = np.int16 if max(config["labels"]) < 2 ** 15 else np.int64
@@ -154,6 +185,7 @@ def sample_image(network, config: dict, mask: np.ndarray, seed: int, options: Pa
         predictor = TiledPredictor(network, mask_t, foreground, tuple(config["patch_size"]), options.tile_overlap,
                                    options.tile_batch, device)
     scheduler = make_scheduler(options.sampler, config["scheduler"])
+    source_t = None if source is None else torch.from_numpy(np.asarray(source, dtype=np.float32))[None]
     x = denoise(predictor, scheduler, (1, config["image_channels"]) + tuple(mask.shape), options.steps, seed,
-                device, progress)
+                device, progress, source=source_t, strength=options.strength)
     return x.clamp(-1, 1)[0].float().cpu().numpy()

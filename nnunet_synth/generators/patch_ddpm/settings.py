@@ -36,6 +36,9 @@ PRESETS: dict[str, dict] = {
 AUTO_PRESET = {2: "us2d", 3: "ct3d"}
 SAMPLERS = ("ddim", "dpm")
 SAMPLINGS = ("full", "tiled")
+# diffusers.optimization.get_scheduler names; the last two decay to 0 at --train-steps.
+LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear")
+LR_SCHEDULES_OVER_TRAIN_STEPS = ("cosine", "linear")
 
 
 def _option(help: str, **metadata):
@@ -61,6 +64,12 @@ class PatchDDPMFitOptions:
     train_steps: int | None = field(default=None, metadata=_option(
         "total optimisation steps; rerunning with a larger value continues training", metavar="N"))
     learning_rate: float = field(default=1e-4, metadata=_option("AdamW learning rate", flag="--lr", metavar="F"))
+    lr_scheduler: str = field(default="constant", metadata=_option(
+        "learning-rate schedule (diffusers.optimization.get_scheduler): constant, constant_with_warmup (linear "
+        "warm-up from 0, then constant), cosine or linear (warm-up, then decay to 0 at --train-steps; a model "
+        "trained with these cannot be trained further with a larger --train-steps)", choices=LR_SCHEDULES))
+    lr_warmup_steps: int = field(default=0, metadata=_option(
+        "linear learning-rate warm-up steps (not with --lr-scheduler constant)", metavar="N"))
     ema_decay: float = field(default=0.999, metadata=_option(
         "decay of the exponential moving average of the weights that is saved; 0 disables EMA", metavar="F"))
     foreground_fraction: float = field(default=0.5, metadata=_option(
@@ -96,6 +105,10 @@ class PatchDDPMGenerateOptions:
         "and 0.25 for ct3d)", metavar="F"))
     tile_batch: int = field(default=4, metadata=_option(
         "tiles per network call; more is faster on a GPU and uses more memory", metavar="N"))
+    strength: float = field(default=1.0, metadata=_option(
+        "img2img as in diffusers: start from the source image noised to strength x the schedule and run the last "
+        "int(steps x strength) steps; in (0, 1]; 1 starts from pure noise, smaller keeps more of the real image "
+        "(its anatomy) and changes less of its appearance", metavar="S"))
 
 
 @dataclass
@@ -109,6 +122,8 @@ class FitSettings:
     batch_size: int
     train_steps: int
     learning_rate: float
+    lr_scheduler: str
+    lr_warmup_steps: int
     ema_decay: float
     foreground_fraction: float
     num_train_timesteps: int
@@ -163,6 +178,8 @@ def resolve_fit_settings(options: PatchDDPMFitOptions, spatial_dims: int) -> Fit
         batch_size=int(pick("batch_size")),
         train_steps=int(pick("train_steps")),
         learning_rate=float(options.learning_rate),
+        lr_scheduler=str(options.lr_scheduler),
+        lr_warmup_steps=int(options.lr_warmup_steps),
         ema_decay=float(options.ema_decay),
         foreground_fraction=float(options.foreground_fraction),
         num_train_timesteps=int(options.num_train_timesteps),
@@ -194,6 +211,14 @@ def _check(s: FitSettings) -> None:
         raise SynthError(f"--fg-fraction must be in [0, 1], got {s.foreground_fraction}")
     if s.learning_rate <= 0:
         raise SynthError(f"--lr must be positive, got {s.learning_rate}")
+    if s.lr_scheduler not in LR_SCHEDULES:
+        raise SynthError(f"--lr-scheduler {s.lr_scheduler!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if not 0 <= s.lr_warmup_steps <= s.train_steps:
+        raise SynthError(f"--lr-warmup-steps must be between 0 and --train-steps ({s.train_steps}), "
+                         f"got {s.lr_warmup_steps}")
+    if s.lr_warmup_steps and s.lr_scheduler == "constant":
+        raise SynthError(f"--lr-warmup-steps {s.lr_warmup_steps} has no effect with --lr-scheduler constant; "
+                         f"use --lr-scheduler constant_with_warmup")
     if s.mixed_precision not in ("auto", "no", "fp16", "bf16"):
         raise SynthError(f"--mixed-precision {s.mixed_precision!r}: expected auto, no, fp16 or bf16")
 
@@ -218,7 +243,17 @@ def resolve_generate_options(options: PatchDDPMGenerateOptions, config: dict) ->
         raise SynthError(f"--tile-overlap must be in [0, 1), got {resolved.tile_overlap}")
     if resolved.tile_batch < 1:
         raise SynthError(f"--tile-batch must be at least 1, got {resolved.tile_batch}")
+    if not 0 < resolved.strength <= 1:  # NaN fails too
+        raise SynthError(f"--strength must be in (0, 1], got {resolved.strength}")
+    if img2img_steps(resolved.steps, resolved.strength) < 1:
+        raise SynthError(f"--strength {resolved.strength} with --steps {resolved.steps} leaves no denoising step "
+                         f"(int(steps x strength) = 0); raise --strength or --steps")
     return resolved
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """Denoising steps run for ``strength``: the ``init_timestep`` of diffusers' img2img pipelines."""
+    return min(int(steps * strength), steps)
 
 
 def norm_groups(channels: tuple[int, ...]) -> int:

@@ -7,7 +7,9 @@ therefore depends on the patch size only, never on the image size.
 
 Every random draw of step ``n`` comes from generators seeded with
 ``(seed, n, process index)``, so a run resumed from a checkpoint takes exactly
-the same steps as an uninterrupted run.
+the same steps as an uninterrupted run. The learning rate follows diffusers'
+``get_scheduler`` (constant by default; warm-up, cosine or linear decay as
+options), stepped once per optimisation step and saved with the checkpoint.
 """
 from __future__ import annotations
 
@@ -26,11 +28,13 @@ from nnunet_synth.errors import SynthError
 from nnunet_synth.generators.base import TrainingCase
 from nnunet_synth.generators.patch_ddpm import folder
 from nnunet_synth.generators.patch_ddpm.network import build_network, coordinates, network_kwargs, one_hot
-from nnunet_synth.generators.patch_ddpm.settings import FitSettings, PatchDDPMFitOptions, resolve_fit_settings
+from nnunet_synth.generators.patch_ddpm.settings import (LR_SCHEDULES_OVER_TRAIN_STEPS, FitSettings,
+                                                         PatchDDPMFitOptions, resolve_fit_settings)
 from nnunet_synth.labels import check_label_values
 
 # Settings that may change between a run and its resumption; everything else
 # in config.json must match, or the checkpoint would belong to another model.
+# train_steps is one of them unless the learning-rate schedule is laid out over it.
 RESUMABLE_CHANGES = {"train_steps", "checkpoint_every", "mixed_precision"}
 # Foreground positions kept per case for foreground-centred patches; a sample
 # is enough and bounds memory on large 3D label maps.
@@ -76,11 +80,34 @@ def build_config(cases: list[TrainingCase], labels: list[int], settings: FitSett
     }
 
 
+def _resumable_changes(settings: dict) -> set[str]:
+    if settings.get("lr_scheduler") in LR_SCHEDULES_OVER_TRAIN_STEPS:
+        return RESUMABLE_CHANGES - {"train_steps"}
+    return RESUMABLE_CHANGES
+
+
 def _comparable(config: dict) -> dict:
-    out = {k: v for k, v in config.items() if k not in ("nnunet_synth_version", "steps_trained", "settings")}
-    out["scheduler"] = {k: v for k, v in config["scheduler"].items() if not k.startswith("_")}
-    out["settings"] = {k: v for k, v in config["settings"].items() if k not in RESUMABLE_CHANGES}
+    """The entries of a config that define the model, flattened to ``section.key`` where nested."""
+    out = {k: v for k, v in config.items()
+           if k not in ("nnunet_synth_version", "steps_trained", "settings", "network", "scheduler")}
+    for section in ("network", "scheduler"):
+        out.update({f"{section}.{k}": v for k, v in config[section].items() if not k.startswith("_")})
+    resumable = _resumable_changes(config["settings"])
+    out.update({f"settings.{k}": v for k, v in config["settings"].items() if k not in resumable})
     return json.loads(json.dumps(out))
+
+
+def _check_same_model(model_dir: Path, saved: dict, config: dict) -> None:
+    old, new = _comparable(saved), _comparable(config)
+    if old == new:
+        return
+    key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    why = ""
+    if key == "settings.train_steps":
+        why = (f" (--lr-scheduler {config['settings']['lr_scheduler']} is laid out over --train-steps, so a model "
+               f"trained with it cannot be trained further)")
+    raise SynthError(f"model folder {model_dir} holds a model trained with different settings ({key}: "
+                     f"{old.get(key)} there, {new.get(key)} now{why}); use another -o folder or delete it")
 
 
 def _check_cases(cases: list[TrainingCase], labels: list[int]) -> None:
@@ -166,6 +193,10 @@ def _save_checkpoint(accelerator, model_dir: Path, step: int) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        mode = folder.file_mode()
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                path.chmod(mode)  # accelerate's safetensors files are written 0600
         write_json_atomic(tmp / "progress.json", {"step": step})
         if old.exists():
             shutil.rmtree(old)
@@ -189,6 +220,7 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
     model_dir = Path(model_dir)
@@ -200,11 +232,8 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
 
     if (model_dir / folder.CONFIG_NAME).is_file():
         saved = folder.read_config(model_dir, must_be_trained=False)
-        old, new = _comparable(saved), _comparable(config)
-        if old != new:
-            key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
-            raise SynthError(f"model folder {model_dir} holds a model trained with different settings ({key}: "
-                             f"{old.get(key)} there, {new.get(key)} now); use another -o folder or delete it")
+        folder.check_trainable(model_dir, saved)
+        _check_same_model(model_dir, saved, config)
         config["steps_trained"] = saved.get("steps_trained", 0)
     else:
         config["steps_trained"] = 0
@@ -212,13 +241,19 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
 
     on_cpu = options.cpu or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=on_cpu, mixed_precision=_mixed_precision(settings.mixed_precision, on_cpu))
-    if accelerator.is_main_process:
-        folder.write_config(model_dir, config)
-
     set_seed(settings.seed)  # initial weights
     network = build_network(config["network"])
+    if accelerator.is_main_process:
+        # the parts first: a config.json at the top means the folder's parts are all there
+        folder.write_parts(model_dir, config, network)
+        folder.write_config(model_dir, config)
+
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
-    network, optimizer = accelerator.prepare(network, optimizer)
+    # As in diffusers' training scripts: accelerate steps a prepared schedule once per process.
+    lr_scheduler = get_scheduler(settings.lr_scheduler, optimizer,
+                                 num_warmup_steps=settings.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=settings.train_steps * accelerator.num_processes)
+    network, optimizer, lr_scheduler = accelerator.prepare(network, optimizer, lr_scheduler)
     ema = EMAModel(network.parameters(), decay=settings.ema_decay) if settings.ema_decay > 0 else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -256,6 +291,7 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(network.parameters(), 1.0)
         optimizer.step()
+        lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.step(network.parameters())
@@ -264,14 +300,14 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
         if done % settings.checkpoint_every == 0 or done == settings.train_steps:
             _save_checkpoint(accelerator, model_dir, done)
 
-    if config["steps_trained"] == settings.train_steps and (model_dir / folder.WEIGHTS_NAME).is_file():
+    if config["steps_trained"] == settings.train_steps and (model_dir / folder.WEIGHTS_PATH).is_file():
         return  # already complete: a rerun with the same settings has nothing to do
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(network)
         if ema is not None:
             ema.store(final.parameters())
             ema.copy_to(final.parameters())
-        folder.save_weights(model_dir, final.state_dict())
+        folder.save_weights(model_dir, final)
         if ema is not None:
             ema.restore(final.parameters())
         config["steps_trained"] = settings.train_steps
