@@ -39,3 +39,19 @@ def erode(mask: np.ndarray, ry: float, rx: float) -> np.ndarray:
         return mask.copy()
     # border_value=0: the image edge is outside the mask, as everywhere else.
     return ndimage.binary_erosion(mask, structure=kernel(ry, rx), border_value=0)
+
+
+def erode_lesion(lesion: np.ndarray, ry: float, rx: float) -> tuple[np.ndarray, bool, dict]:
+    """(the final lesion mask, kept, the record): eroded, or, if erosion would remove it, uneroded and dropped.
+
+    A dropped lesion is never written empty: the pair keeps its uneroded mask, is marked
+    ``kept: false`` and the record says why.
+    """
+    lesion = np.asarray(lesion, dtype=bool)
+    eroded = erode(lesion, ry, rx)
+    info = {"radius_px": [round(float(ry), 4), round(float(rx), 4)], "pixels_before": int(lesion.sum()),
+            "pixels_after": int(eroded.sum())}
+    if eroded.any():
+        return eroded, True, info
+    info["dropped"] = "the erosion kernel would remove the whole lesion; written uneroded"
+    return lesion, False, info

@@ -245,20 +245,14 @@ class MedDiffFTGenerator(Generator):
         painted = placement.mask & region
         extras.update({"placement": placement.info, "mask_shape": shape_info, "window": list(window.box),
                        "resolution": settings.resolution, "painted_pixels": int(region.sum())})
-        kept, lesion = True, painted
+        kept = True
         if self.filter is not None:
             decision = self._filter(image, window, settings)
             extras["filter"] = decision
             kept = decision["kept"]
-        ry, rx = erosion.radii(settings.erosion_px, settings.erosion_mm, source.spacing)
-        eroded = erosion.erode(painted, ry, rx)
-        extras["erosion"] = {"radius_px": [round(ry, 4), round(rx, 4)], "pixels_before": int(painted.sum()),
-                             "pixels_after": int(eroded.sum())}
-        if eroded.any():
-            lesion = eroded
-        else:
-            kept = False
-            extras["erosion"]["dropped"] = "the erosion kernel would remove the whole lesion; written uneroded"
+        lesion, survived, extras["erosion"] = erosion.erode_lesion(
+            painted, *erosion.radii(settings.erosion_px, settings.erosion_mm, source.spacing))
+        kept = kept and survived
         mask = np.where(lesion, label, seg).astype(source.seg.dtype)
         return GenerationResponse(image=image, mask=mask, extras=extras, prompt=prompt, kept=kept)
 

@@ -68,8 +68,8 @@ def guided_synthesis(pipeline, background: np.ndarray, mask: np.ndarray, prompt_
                      options: GuidedOptions, seed: int) -> dict:
     """Generate inside ``mask`` (R, R) bool on ``background`` (3, R, R) in [-1, 1].
 
-    Returns ``image`` (3, R, R) in [-1, 1] (the decoded blended latents), ``latents`` (the final
-    ones), ``background_latents``, ``latent_masks`` (M_i per step, (1, 1, h, w)) and ``region``
+    Returns ``image`` (3, R, R) in [-1, 1] (the decoded blended latents inside ``region``, the
+    background's VAE round trip outside), ``latents`` (the final ones), ``background_latents``, ``latent_masks`` (M_i per step, (1, 1, h, w)) and ``region``
     (R, R) bool: the final blend mask at pixel resolution, where the image is generated.
     """
     device, dtype = pipeline.vae.device, pipeline.unet.dtype
@@ -112,9 +112,14 @@ def guided_synthesis(pipeline, background: np.ndarray, mask: np.ndarray, prompt_
                            generator=generator, output_type="latent", callback_on_step_end=blend,
                            callback_on_step_end_tensor_inputs=inputs).images
     final = torch.nn.functional.interpolate(masks[-1], scale_factor=factor, mode="nearest")
-    return {"image": decode(vae, latents)[0].float().cpu().numpy(), "latents": latents,
-            "background_latents": z_background, "latent_masks": masks,
-            "region": final[0, 0].cpu().numpy() > 0.5}
+    region = final[0, 0].cpu().numpy() > 0.5
+    # The latents outside M are the background's exactly, but the VAE decoder normalises and attends over
+    # the whole image, so decoded pixels there still shift with the new content; outside the region the
+    # image is therefore the background's own VAE round trip.
+    generated = decode(vae, latents)[0].float().cpu().numpy()
+    round_trip = decode(vae, z_background)[0].float().cpu().numpy()
+    return {"image": np.where(region, generated, round_trip), "latents": latents, "background_latents": z_background,
+            "latent_masks": masks, "region": region}
 
 
 def _resample(pipe, i, t, latents, kwargs, m, known_latents, jumps: int, generator):
