@@ -16,6 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 import nnunet_synth_trainers
 
 NNUNET_FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+# The nnunetv2 versions this package is tested with (setup.cfg's install_requires says why).
+NNUNET_RANGE = ">=2.8,<2.9"
 # The trainer doctor asks nnU-Net's trainer search for: if it is found, the others in trainers/ are too.
 TRAINER_PROBE = "nnUNetTrainerDiffBoost"
 MIN_FREE_GB = 10.0
@@ -134,11 +136,15 @@ def check_nnunet_version() -> Check:
     try:
         v = version("nnunetv2")
     except PackageNotFoundError:
-        return Check("nnunetv2", False, "not installed", f'{sys.executable} -m pip install "nnunetv2>=2.8"')
+        return Check("nnunetv2", False, "not installed", f'{sys.executable} -m pip install "nnunetv2{NNUNET_RANGE}"')
     major_minor = tuple(int(x) for x in v.split(".")[:2])
     if major_minor < (2, 8):
         return Check("nnunetv2", False, f"version {v} has no nnUNet_extTrainer support",
-                     f'{sys.executable} -m pip install --upgrade "nnunetv2>=2.8"')
+                     f'{sys.executable} -m pip install --upgrade "nnunetv2{NNUNET_RANGE}"')
+    if major_minor >= (2, 9):
+        return Check("nnunetv2", False, f"version {v} is newer than the tested range {NNUNET_RANGE} (twins calls two "
+                                        f"private nnU-Net functions; tests/test_nnunet_private_api.py checks them)",
+                     f'{sys.executable} -m pip install "nnunetv2{NNUNET_RANGE}"', required=False)
     return Check("nnunetv2", True, f"version {v}")
 
 
@@ -148,7 +154,7 @@ def run_checks(min_free_gb: float = MIN_FREE_GB) -> list[Check]:
     # The two child interpreters (torch; the trainer search) run side by side: each takes seconds.
     with ThreadPoolExecutor(2) as pool:
         torch_pair = pool.submit(check_torch_pair)
-        search = pool.submit(check_trainer_search) if nnunet.ok and ext.ok else None
+        search = pool.submit(check_trainer_search) if (nnunet.ok or not nnunet.required) and ext.ok else None
         checks = [nnunet, torch_pair.result(), ext]
         if search is not None:
             checks.append(search.result())

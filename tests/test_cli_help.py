@@ -15,7 +15,7 @@ import pytest
 import nnunet_synth.commands as commands_package
 from nnunet_synth.commands import COMMANDS
 from nnunet_synth.commands.main import build_parser
-from nnunet_synth.commands.options import OUTPUT_KINDS
+from nnunet_synth.commands.options import OUTPUT_KINDS, says_kind
 
 # Modules of the command layer that are helpers, not commands.
 HELPERS = {"main", "runner", "options", "generator_options"}
@@ -98,10 +98,10 @@ def test_o_says_what_it_takes(title):
     action = _option(PARSERS[title], "-o")
     if action is None:
         return
-    kinds = [(what, suffix) for what, suffix in OUTPUT_KINDS.values()
-             if (action.metavar or "").endswith(suffix) and (action.help or "").startswith(what + ":")]
+    kinds = [kind for kind, (what, _) in OUTPUT_KINDS.items()
+             if says_kind(action.metavar, kind) and (action.help or "").startswith(what + ":")]
     assert len(kinds) == 1, f"{title}: -o {action.metavar}: {action.help!r}"
-    if kinds[0][1] == "ID":
+    if kinds == ["id"]:
         assert action.type is int, title
 
 

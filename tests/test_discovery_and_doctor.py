@@ -55,6 +55,9 @@ def test_wheel_ships_the_trainer_folder(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "nnunet_synth_trainers/nnUNetTrainerSynthExpand.py" in names
     assert "nnunet_synth/training/synth_expand.py" in names
+    # the licence the metadata declares, and the recipe docs/recipes.md runs with `python -m`
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), [n for n in names if "dist-info" in n]
+    assert "nnunet_synth_dataset_conversion/recipe_lung_patch_ddpm.py" in names
 
 
 def test_doctor_prints_the_fix_for_each_problem(monkeypatch, tmp_path, capsys):

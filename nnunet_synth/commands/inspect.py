@@ -37,14 +37,14 @@ def add_arguments(parser) -> None:
                         help="nnU-Net training output folder (TRAINER__PLANS__CONFIGURATION) of the real dataset")
     parser.add_argument("--filter", metavar="LOW[:HIGH]",
                         help="keep cases whose consistency lies in [LOW, HIGH] (HIGH defaults to 1); needs --baseline")
-    parser.add_argument("--fold", type=int, help="fold of the real split (default: the generator's fold)")
+    parser.add_argument("-f", "--fold", type=int, help="fold of the real split (default: the generator's fold)")
     parser.add_argument("--disable-tta", "--disable_tta", dest="disable_tta", action="store_true",
                         help="predict without mirroring (faster)")
     parser.add_argument("--dinov2", metavar="DIR", help="a local DINOv2 model folder for memorization (default: NCC)")
     parser.add_argument("--copy-threshold", type=float, default=0.95,
                         help="similarity at which a synthetic case counts as a near-copy (default 0.95)")
     parser.add_argument("--examples", type=int, default=4, help="cases per direction in the grids (default 4)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("-device", "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the decisions of an inspection made with other settings")
 

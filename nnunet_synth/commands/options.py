@@ -10,6 +10,7 @@ tests/test_cli_help.py holds every command to it.
 from __future__ import annotations
 
 import argparse
+import re
 
 # kind -> (what the help starts with, how the metavar ends)
 OUTPUT_KINDS: dict[str, tuple[str, str]] = {
@@ -17,6 +18,11 @@ OUTPUT_KINDS: dict[str, tuple[str, str]] = {
     "dir": ("a folder", "DIR"),
     "file": ("a file", "FILE"),
 }
+
+
+def says_kind(metavar: str, kind: str) -> bool:
+    """Whether an ``-o`` metavar names its kind: ``ID``/``SYNTH_ID``, ``DIR``/``MODEL_DIR``, ``FILE``/``FILE.json``."""
+    return re.search(rf"(^|_){OUTPUT_KINDS[kind][1]}(\.\w+)?$", metavar or "") is not None
 
 
 def escape(text: str) -> str:
@@ -29,8 +35,8 @@ def add_output_argument(parser, kind: str, metavar: str, text: str, *long_names:
     if kind not in OUTPUT_KINDS:
         raise ValueError(f"-o kind {kind!r}: one of {', '.join(OUTPUT_KINDS)}")
     what, suffix = OUTPUT_KINDS[kind]
-    if not metavar.endswith(suffix):
-        raise ValueError(f"-o {metavar}: the metavar of {what} ends in {suffix}")
+    if not says_kind(metavar, kind):
+        raise ValueError(f"-o {metavar}: the metavar of {what} ends in {suffix} (or {suffix}.ext for a file)")
     if kind == "id":
         kwargs.setdefault("type", int)
     parser.add_argument("-o", *long_names, metavar=metavar, help=f"{what}: {text}", **kwargs)
