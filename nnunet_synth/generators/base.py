@@ -27,7 +27,8 @@ Modes (``supported_modes`` declares which a generator does):
 
 * ``twins``: a new image for the source's own mask; the final mask is that mask;
 * ``new``: a new image for the target mask, which the framework varied from the
-  source mask; the final mask is the target mask;
+  source mask; the final mask is the target mask (a generator with
+  ``draws_masks`` draws its own new mask instead and returns it);
 * ``inpaint``: a new lesion placed into the source image; the final mask is
   the source mask plus the inserted lesion, and ``changed`` marks the voxels
   the generator painted (everything else keeps the source's intensities).
