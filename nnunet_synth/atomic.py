@@ -45,6 +45,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def remove_stale_temp_files(folder: str | os.PathLike, targets=None) -> int:
     """Delete temporary files that a killed writer left behind; returns how many.
 
@@ -60,6 +65,26 @@ def remove_stale_temp_files(folder: str | os.PathLike, targets=None) -> int:
     for p in stale:
         p.unlink()
     return len(stale)
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before anything is written, a folder that cannot be created or written into.
+
+    ``path`` is a folder that will hold output (it need not exist yet);
+    ``what`` says which option or variable named it (``"-o "``, ``"nnUNet_raw="``).
+    """
+    from nnunet_synth.errors import SynthError
+
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        shown = "" if existing == path else f" ({existing} is a file)"
+        raise SynthError(f"{what}{path}: not a folder{shown}; choose another location")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SynthError(f"{what}{path}: {existing} is not writable (read-only file system or no permission); "
+                         f"choose a writable location")
 
 
 def read_json(path: str | os.PathLike, hint: str = ""):

@@ -13,7 +13,17 @@ from nnunet_synth.errors import SynthError
 
 def unknown_label_values(seg: np.ndarray, allowed) -> list[int]:
     """Sorted label values of ``seg`` that are not in ``allowed`` (``seg`` must hold integers)."""
-    return sorted(set(np.unique(seg).astype(np.int64).tolist()) - {int(v) for v in allowed})
+    allowed = {int(v) for v in allowed}
+    seg = np.asarray(seg)
+    if seg.size == 0:
+        return []
+    low, high = int(np.min(seg)), int(np.max(seg))
+    if low >= 0 and high < 1 << 16:
+        # counting is linear; np.unique sorts every voxel (slow for large 3D labels)
+        present = np.flatnonzero(np.bincount(seg.ravel().astype(np.intp, copy=False), minlength=high + 1))
+    else:
+        present = np.unique(seg).astype(np.int64)
+    return sorted(set(present.tolist()) - allowed)
 
 
 def check_label_values(seg: np.ndarray, allowed, where: str, allowed_from: str = "", hint: str = "") -> None:
@@ -25,8 +35,12 @@ def check_label_values(seg: np.ndarray, allowed, where: str, allowed_from: str =
     """
     seg = np.asarray(seg)
     suffix = f"; {hint}" if hint else ""
-    if seg.dtype.kind == "f" and (not np.all(np.isfinite(seg)) or not np.array_equal(seg, np.round(seg))):
-        raise SynthError(f"{where}: label values must be integers{suffix}")
+    if seg.dtype.kind == "f" and seg.size:
+        if not np.isfinite(np.min(seg) + np.max(seg)):
+            raise SynthError(f"{where}: label values must be integers (found NaN or infinity){suffix}")
+        fraction = seg != np.round(seg)
+        if fraction.any():
+            raise SynthError(f"{where}: label values must be integers (found {seg[fraction][0]:g}){suffix}")
     unknown = unknown_label_values(seg, allowed)
     if unknown:
         source = f" by {allowed_from}" if allowed_from else ""

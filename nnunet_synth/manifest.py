@@ -27,6 +27,7 @@ the manifests of the datasets it combines into one with several entries.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -86,17 +87,46 @@ def file_hash(path: str | os.PathLike) -> str:
     return "sha256:" + h.hexdigest()
 
 
+# Files that define a model: weights and the configs (JSON) and tokenizer files beside them.
+MODEL_FILE_SUFFIXES = WEIGHT_SUFFIXES + (".json", ".txt", ".model")
+# Resume state, not the model: checkpoints may be deleted without changing what the folder generates.
+_NOT_THE_MODEL = ("checkpoint", "checkpoints")
+
+
+def _defines_the_model(relative: Path) -> bool:
+    if any(part in _NOT_THE_MODEL or part.startswith(("checkpoint-", ".")) for part in relative.parts):
+        return False
+    return relative.name != TRAINING_CASES_FILE and relative.name.endswith(MODEL_FILE_SUFFIXES)
+
+
 def hash_model_folder(folder: str | os.PathLike) -> str:
-    """A hash over the weight files of a model folder (names and contents, in sorted order)."""
+    """A hash over what defines a model folder: its weights and configs (names and contents, sorted).
+
+    Checkpoints (``checkpoint/``, ``checkpoints/``, ``checkpoint-N/``), hidden
+    and temporary files and ``training_cases.json`` (tied in by
+    ``training_cases_hash``) are left out, so deleting the resume state does
+    not make the same model look like another. Works for any generator's folder.
+    """
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-    if not files:
-        raise SynthError(f"{folder}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to hash")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and _defines_the_model(p.relative_to(folder)))
+    if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in files):
+        raise SynthError(f"{folder}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to hash outside its checkpoints")
     h = hashlib.sha256()
     for p in files:
-        h.update(str(p.relative_to(folder)).encode() + b"\x00")
+        h.update(p.relative_to(folder).as_posix().encode() + b"\x00")
         h.update(file_hash(p).encode())
     return "sha256:" + h.hexdigest()
+
+
+def training_cases_hash(real_dataset: str, cases) -> str:
+    """The hash that ties a manifest's ``trained_on`` to the model folder's training_cases.json.
+
+    It covers the real dataset and the sorted case ids, so it can be recomputed
+    from either file: a ``trained_on`` edited by hand, or a model folder whose
+    training_cases.json lists other cases, no longer matches.
+    """
+    text = json.dumps({"dataset": real_dataset, "cases": sorted(str(c) for c in cases)}, sort_keys=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
@@ -107,6 +137,8 @@ class GeneratorRecord:
     model_hash: str
     trained_on: list[str]
     parameters: dict = field(default_factory=dict)
+    # training_cases_hash(real dataset, trained_on), as in the model folder's training_cases.json
+    training_cases_hash: str = ""
 
 
 @dataclass
@@ -158,6 +190,7 @@ class Manifest:
             raise SynthError(f"{where}: malformed entry ({e})") from None
         manifest = cls(obj["real_dataset"], generators, cases)
         manifest.validate(where)
+        manifest.check_model_folders(where)
         return manifest
 
     @classmethod
@@ -174,6 +207,10 @@ class Manifest:
         for gid, g in self.generators.items():
             if not isinstance(g.trained_on, list) or not all(isinstance(c, str) for c in g.trained_on):
                 raise SynthError(f"{where}: generator '{gid}': 'trained_on' must be a list of case ids")
+            if g.training_cases_hash != training_cases_hash(self.real_dataset, g.trained_on):
+                raise SynthError(f"{where}: generator '{gid}': 'trained_on' does not match its "
+                                 f"training_cases_hash{'' if g.training_cases_hash else ' (missing)'}; the leakage "
+                                 f"checks cannot trust it: regenerate the dataset with nnunet-synth generate")
         for case_id, c in self.cases.items():
             if c.generator not in self.generators:
                 raise SynthError(f"{where}: case '{case_id}' names unknown generator '{c.generator}'")
@@ -186,6 +223,24 @@ class Manifest:
                                  f"'{c.source_case}_{_KIND_TAG.get(c.kind, '?')}NNN')")
             if not isinstance(c.seed, int) or isinstance(c.seed, bool):
                 raise SynthError(f"{where}: case '{case_id}' has a non-integer seed {c.seed!r}")
+
+    def check_model_folders(self, where: str | os.PathLike = MANIFEST_FILE) -> None:
+        """Where a generator's model folder is on this machine, its training_cases.json must list ``trained_on``.
+
+        (A folder that moved or was deleted cannot be checked; the hash still
+        ties ``trained_on`` to the record it was copied from.)
+        """
+        for gid, g in self.generators.items():
+            record_file = Path(g.model_folder) / TRAINING_CASES_FILE if g.model_folder else None
+            if record_file is None or not record_file.is_file():
+                continue
+            record = read_json(record_file)
+            cases = record.get("cases") if isinstance(record, dict) else None
+            dataset = record.get("dataset") if isinstance(record, dict) else None
+            if not isinstance(cases, list) or training_cases_hash(dataset, cases) != g.training_cases_hash:
+                raise SynthError(f"{where}: generator '{gid}': 'trained_on' differs from the cases in {record_file}; "
+                                 f"the model folder was retrained or replaced since this dataset was generated: "
+                                 f"regenerate it")
 
     def check_sources(self, real_case_ids, where: str | os.PathLike = MANIFEST_FILE) -> None:
         """Every source case must be a case of the real dataset."""

@@ -41,6 +41,29 @@ def nnunet_preprocessed_root() -> Path:
     return Path(value)
 
 
+def nnunet_roots() -> dict[str, Path]:
+    """The nnU-Net folders that are set (raw, preprocessed, results), by variable name."""
+    return {var: Path(os.environ[var]) for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+            if os.environ.get(var)}
+
+
+def check_new_dataset(dataset_id, name: str, option: str = "-o") -> list[Path]:
+    """Refuse a dataset id or name nnU-Net cannot live with; returns the existing folders of that id.
+
+    Ids are 1 to 999 (``Dataset1000_X`` makes nnU-Net's lookup of id 100
+    ambiguous). Every nnU-Net folder is searched: nnU-Net refuses an id that
+    two names share in any of them. The caller decides whether the returned
+    folders (the id already in use) may be replaced.
+    """
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
+        raise SynthError(f"{option} {dataset_id}: nnU-Net dataset ids are 1 to 999")
+    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SynthError(f"--name {name!r}: a dataset name must be letters, digits, '_', '-' or '.' "
+                         f"(no spaces or slashes)")
+    return sorted(p for root in nnunet_roots().values() if root.is_dir()
+                  for p in root.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
+
+
 def dataset_id_of(name: str) -> int:
     m = _DATASET_NAME.match(name)
     if m is None:
@@ -141,6 +164,12 @@ class RawDataset:
                 if not (self.folder / sub).is_dir():
                     raise SynthError(f"{self.folder / sub}: missing folder")
         files = get_filenames_of_train_images_and_targets(str(self.folder), json.loads(json.dumps(self.dataset_json)))
+        if not files and "dataset" not in self.dataset_json:
+            found = sorted({"".join(p.suffixes) for p in (self.folder / "imagesTr").iterdir()
+                            if p.is_file() and not p.name.startswith(".")})
+            if found:
+                raise SynthError(f"{self.folder / 'dataset.json'}: no file in {self.folder / 'imagesTr'} ends with "
+                                 f"the file_ending {self.file_ending!r} (found {', '.join(found)}); fix file_ending")
         return {str(k): v for k, v in sorted(files.items())}
 
     def case_ids(self) -> list[str]:
@@ -164,11 +193,19 @@ class RawDataset:
         return determine_reader_writer_from_dataset_json(self.dataset_json, example, verbose=False)()
 
     def read_case(self, case_id: str) -> tuple[np.ndarray, np.ndarray, dict]:
-        """(images float32 (C, *spatial), seg (1, *spatial), properties) with nnU-Net's reader."""
-        rw = self.reader_writer()
-        images, properties = read_with(rw.read_images, self.image_files(case_id))
-        seg, _ = read_with(rw.read_seg, self.label_file(case_id))
-        return images, seg, properties
+        """(images float32 (C, *spatial), seg (1, *spatial), properties) with nnU-Net's reader, after the
+        content checks (``check_case``): finite intensities, the label's shape and geometry, declared labels."""
+        rw, image_files, label = self.reader_writer(), self.image_files(case_id), self.label_file(case_id)
+        images, props = read_with(rw.read_images, image_files)
+        seg, seg_props = read_with(rw.read_seg, label)
+        check_finite(images, image_files, case_id)
+        if images.shape[1:] != seg.shape[1:]:
+            raise SynthError(f"{label}: shape {seg.shape[1:]} differs from its image's {images.shape[1:]} "
+                             f"({image_files[0]}, case '{case_id}')")
+        check_same_geometry(seg_props, props, label, image_files[0])
+        check_label_values(seg, self.allowed_label_values(), f"{label} (case '{case_id}')",
+                           allowed_from=str(self.folder / "dataset.json"))
+        return images, seg, props
 
     def source_dtype(self, case_id: str) -> np.dtype:
         """The data type stored in the case's first image file (readers return float32)."""
@@ -201,17 +238,8 @@ class RawDataset:
                              f"but {len(files)} training cases were found")
 
     def check_case(self, case_id: str) -> None:
-        """Content: readable files, matching shape and spacing, declared label values only."""
-        rw, label = self.reader_writer(), self.label_file(case_id)
-        images, props = read_with(rw.read_images, self.image_files(case_id))
-        seg, seg_props = read_with(rw.read_seg, label)
-        if images.shape[1:] != seg.shape[1:]:
-            raise SynthError(f"{label}: shape {seg.shape[1:]} differs from its image's {images.shape[1:]} (case '{case_id}')")
-        if not np.allclose(props["spacing"], seg_props["spacing"], rtol=1e-4):
-            raise SynthError(f"{label}: spacing {tuple(seg_props['spacing'])} differs from its image's "
-                             f"{tuple(props['spacing'])} (case '{case_id}')")
-        check_label_values(seg, self.allowed_label_values(), f"{label} (case '{case_id}')",
-                           allowed_from=str(self.folder / "dataset.json"))
+        """Content: readable files, finite intensities, matching shape and geometry, declared label values only."""
+        self.read_case(case_id)
 
     def check(self, content: bool = True, progress: bool = False) -> None:
         """Raise SynthError at the first problem; ``content`` also reads every case."""
@@ -219,8 +247,44 @@ class RawDataset:
         if content:
             from tqdm import tqdm
 
-            for case in tqdm(self.case_ids(), desc=f"checking {self.name}", disable=not progress, unit="case"):
-                self.check_case(case)
+            # closed by the with block on an error, so the error gets a line of its own
+            with tqdm(self.case_ids(), desc=f"checking {self.name}", disable=not progress, unit="case") as bar:
+                for case in bar:
+                    self.check_case(case)
+
+
+def check_finite(images: np.ndarray, files, case_id: str) -> None:
+    """Refuse NaN or infinite intensities, naming the channel's file (min/max propagate NaN: no extra array)."""
+    for channel, file in zip(images, files):
+        low, high = np.min(channel), np.max(channel)
+        if not (np.isfinite(low) and np.isfinite(high)):
+            bad = int(np.count_nonzero(~np.isfinite(channel)))
+            raise SynthError(f"{file}: {bad} voxel(s) are NaN or infinite (case '{case_id}'); "
+                             f"fix or remove the case")
+
+
+def _geometry(props: dict) -> dict:
+    geometry = {"spacing": tuple(float(v) for v in props["spacing"])}
+    sitk_stuff = props.get("sitk_stuff")
+    if sitk_stuff is not None:
+        geometry["origin"] = tuple(float(v) for v in sitk_stuff["origin"])
+        geometry["direction"] = tuple(float(v) for v in sitk_stuff["direction"])
+    return geometry
+
+
+def check_same_geometry(props: dict, other_props: dict, file, other_file) -> None:
+    """The one geometry check: ``file`` must have the spacing, origin and direction of ``other_file``.
+
+    ``props`` are nnU-Net reader properties (``spacing``, and ``sitk_stuff`` for
+    SimpleITK formats); formats without an origin compare spacing only.
+    """
+    mine, theirs = _geometry(props), _geometry(other_props)
+    tolerance = {"spacing": dict(rtol=1e-4, atol=0), "origin": dict(rtol=0, atol=1e-3),
+                 "direction": dict(rtol=0, atol=1e-4)}
+    for key in ("spacing", "origin", "direction"):
+        if key in mine and key in theirs and (len(mine[key]) != len(theirs[key])
+                                              or not np.allclose(mine[key], theirs[key], **tolerance[key])):
+            raise SynthError(f"{file}: {key} {mine[key]} differs from {other_file}'s {theirs[key]}")
 
 
 def read_with(fn, files):

@@ -83,17 +83,21 @@ def leaks_by_generator(folds: list[dict], trained_on_by_generator: dict[str, lis
     return {gid: per_fold for gid, per_fold in leaks.items() if per_fold}
 
 
-def expanded_folds(folds: list[dict], synthetic_sources: dict[str, str], synthetic_only: bool = False) -> list[dict]:
+def expanded_folds(folds: list[dict], synthetic_sources: dict[str, str], synthetic_only: bool = False,
+                   refused=()) -> list[dict]:
     """Add each synthetic case to the training set of every fold that trains on its source case.
 
     With ``synthetic_only`` the training sets hold synthetic cases only (the
-    lung study's first scenario); validation always stays real.
+    lung study's first scenario); validation always stays real. A ``refused``
+    fold (a generator saw its validation cases) keeps its real training cases
+    and gets no synthetic case at all, so the split file itself is leak-free,
+    whichever trainer reads it.
     """
     out = []
-    for f in folds:
+    for i, f in enumerate(folds):
         train_real = set(f["train"])
-        synthetic = sorted(c for c, src in synthetic_sources.items() if src in train_real)
-        train = synthetic if synthetic_only else sorted(f["train"]) + synthetic
+        synthetic = [] if i in refused else sorted(c for c, src in synthetic_sources.items() if src in train_real)
+        train = synthetic if synthetic_only and i not in refused else sorted(f["train"]) + synthetic
         out.append({"train": train, "val": sorted(f["val"])})
     return out
 

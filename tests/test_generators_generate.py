@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +256,7 @@ def test_modes_and_prompts_a_generator_does_not_support_are_refused(tiny2d, caps
     assert not list(folders.raw.glob("Dataset909_*"))
 
 
-def test_a_response_that_breaks_the_contract_is_an_error(tiny2d, monkeypatch):
+def test_a_response_that_breaks_the_contract_is_an_error(tiny2d, monkeypatch, capsys):
     from test_generators_blur import BlurTestGenerator
 
     from nnunet_synth.generators.base import GenerationResponse
@@ -263,17 +264,28 @@ def test_a_response_that_breaks_the_contract_is_an_error(tiny2d, monkeypatch):
     folders, model = tiny2d
     original = BlurTestGenerator.generate
 
+    def refused(message, *args):
+        """One line naming the generator and the case, exit 2, and (the first sample failed) no folder."""
+        capsys.readouterr()
+        assert generate(*args) == 2
+        err = capsys.readouterr().err.strip().replace("\r", "\n").splitlines()[-1]
+        assert re.search(message, err) and "generator BlurTestGenerator" in err and "case_001" in err, err
+        assert not list(folders.raw.glob(f"Dataset{args[args.index('-o') + 1]}_*"))
+
     def other_mask(self, request):
         response = original(self, request)
         return GenerationResponse(response.image, np.zeros_like(response.mask))
 
     monkeypatch.setattr(BlurTestGenerator, "generate", other_mask)
-    with pytest.raises(RuntimeError, match="returned a mask other than the target mask"):
-        generate("-m", model, "-d", 901, "-o", 910, "--mode", "twins", "-k", 1, "--cases", "case_001")
+    refused("returned a mask other than the target mask",
+            "-m", model, "-d", 901, "-o", 910, "--mode", "twins", "-k", 1, "--cases", "case_001")
     monkeypatch.setattr(BlurTestGenerator, "generate",
                         lambda self, request: GenerationResponse(original(self, request).image * 3, request.target_mask))
-    with pytest.raises(RuntimeError, match=r"values outside \[-1, 1\]"):
-        generate("-m", model, "-d", 901, "-o", 911, "--mode", "twins", "-k", 1, "--cases", "case_001")
+    refused(r"values outside \[-1, 1\]", "-m", model, "-d", 901, "-o", 911, "--mode", "twins", "-k", 1, "--cases", "case_001")
+    monkeypatch.setattr(BlurTestGenerator, "generate", lambda self, request: GenerationResponse(
+        np.where(request.target_mask > 0, np.nan, original(self, request).image), request.target_mask))
+    refused("returned NaN or infinite values", "-m", model, "-d", 901, "-o", 911, "--mode", "twins", "-k", 1,
+            "--cases", "case_001")
 
     # inpaint: the painted voxels must be given, and outside them the mask must be the source's
     def without_changed(self, request):
@@ -295,5 +307,4 @@ def test_a_response_that_breaks_the_contract_is_an_error(tiny2d, monkeypatch):
                                     (erases_a_lesion, "changed the source's labels outside the voxels it painted", 913),
                                     (paints_over_a_lesion, "erased labels of the source", 914)):
         monkeypatch.setattr(BlurTestGenerator, "generate", broken)
-        with pytest.raises(RuntimeError, match=message):
-            generate("-m", model, "-d", 901, "-o", output, "--mode", "inpaint", "-k", 1, "--cases", "case_001")
+        refused(message, "-m", model, "-d", 901, "-o", output, "--mode", "inpaint", "-k", 1, "--cases", "case_001")

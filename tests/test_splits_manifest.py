@@ -4,8 +4,8 @@ import json
 import pytest
 
 from nnunet_synth.errors import SynthError
-from nnunet_synth.manifest import (GeneratorRecord, Manifest, SyntheticCase, merge_manifests,
-                                   parse_synthetic_case_id, sample_seed, synthetic_case_id)
+from nnunet_synth.manifest import (GeneratorRecord, Manifest, SyntheticCase, hash_model_folder, merge_manifests,
+                                   parse_synthetic_case_id, sample_seed, synthetic_case_id, training_cases_hash)
 from nnunet_synth.splits import (check_expanded_folds, default_folds, expanded_folds, fold_training_cases,
                                  leaked_folds, leaks_by_generator, real_folds)
 
@@ -29,7 +29,8 @@ def test_seed_depends_only_on_base_seed_case_and_k():
 
 def _manifest(trained_on=("c00",)):
     m = Manifest("Dataset001_Real")
-    m.generators["g"] = GeneratorRecord("patch-ddpm", "0.1", "/m", "sha256:x", list(trained_on), {"k": 1})
+    m.generators["g"] = GeneratorRecord("patch-ddpm", "0.1", "/m", "sha256:x", list(trained_on), {"k": 1},
+                                        training_cases_hash("Dataset001_Real", trained_on))
     m.cases["c01_syn000"] = SyntheticCase("g", "c01", "twin", 5)
     m.cases["c02_new000"] = SyntheticCase("g", "c02", "new", 6, kept=False)
     return m
@@ -52,6 +53,9 @@ def test_manifest_round_trip_and_views(tmp_path):
     (lambda o: o["cases"]["c01_syn000"].update(generator="h"), "unknown generator 'h'"),
     (lambda o: o["cases"]["c01_syn000"].update(seed="5"), "non-integer seed"),
     (lambda o: o["cases"]["c01_syn000"].update(colour="red"), "malformed entry"),
+    # trained_on edited by hand (or a manifest from before the hash): the leakage checks cannot trust it
+    (lambda o: o["generators"]["g"].update(trained_on=[]), "'trained_on' does not match its training_cases_hash"),
+    (lambda o: o["generators"]["g"].pop("training_cases_hash"), "training_cases_hash (missing)"),
 ])
 def test_manifest_validation_names_the_file_and_problem(tmp_path, edit, message):
     obj = _manifest().to_json()
@@ -60,6 +64,43 @@ def test_manifest_validation_names_the_file_and_problem(tmp_path, edit, message)
     with pytest.raises(SynthError, match="synthesis.json") as e:
         Manifest.load(tmp_path)
     assert message in str(e.value)
+
+
+def test_trained_on_is_checked_against_the_model_folders_training_cases(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    obj = _manifest().to_json()
+    obj["generators"]["g"]["model_folder"] = str(model)
+    (tmp_path / "synthesis.json").write_text(json.dumps(obj))
+    record = {"generator": "patch-ddpm", "dataset": "Dataset001_Real", "fold": None, "split": None}
+    (model / "training_cases.json").write_text(json.dumps({**record, "cases": ["c00"]}))
+    assert Manifest.load(tmp_path).trained_on() == {"c00"}
+    (model / "training_cases.json").write_text(json.dumps({**record, "cases": ["c00", "c01"]}))  # refitted
+    with pytest.raises(SynthError, match=r"synthesis.json: generator 'g': 'trained_on' differs from the cases in .*"
+                                         r"training_cases.json; the model folder was retrained or replaced"):
+        Manifest.load(tmp_path)
+    (model / "training_cases.json").unlink()  # a model folder that is not here cannot be checked
+    assert Manifest.load(tmp_path).trained_on() == {"c00"}
+
+
+def test_model_hash_covers_config_and_weights_not_checkpoints(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"w")
+    first = hash_model_folder(tmp_path)
+    for resume_state in ("checkpoint/model.safetensors", "checkpoints/checkpoint-5/model.safetensors",
+                         "checkpoint-7/optimizer.bin", "training_cases.json", ".tmp-1-config.json"):
+        (tmp_path / resume_state).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / resume_state).write_bytes(b"x")
+    assert hash_model_folder(tmp_path) == first
+    (tmp_path / "config.json").write_text('{"steps": 2}')
+    assert hash_model_folder(tmp_path) != first
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"v")
+    assert hash_model_folder(tmp_path) != first
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(SynthError, match="no weight files"):  # checkpoint weights are not the model's
+        hash_model_folder(tmp_path)
 
 
 def test_manifest_sources_must_be_real_cases():
@@ -106,6 +147,10 @@ def test_expanded_folds_follow_the_rules():
             synthetic = [c for c in fold["train"] if c in sources]
             assert sorted(sources[c] for c in synthetic) == sorted(real["train"])
             assert (set(fold["train"]) - set(synthetic) == set()) == mode
+        # a refused fold holds its real training cases and no synthetic case, whichever mode
+        refused = expanded_folds(folds, sources, synthetic_only=mode, refused={1, 3})
+        for i, (real, fold) in enumerate(zip(folds, refused)):
+            assert fold == (expanded[i] if i not in (1, 3) else {"train": sorted(real["train"]), "val": sorted(real["val"])})
 
 
 def test_broken_splits_are_reported_per_fold():

@@ -7,8 +7,10 @@ Example (real dataset 501 planned and preprocessed; 502 written by
     nnUNetv2_train 503 2d 0 -tr nnUNetTrainerSynthExpand
 
 What it does:
-  * checks the real and synthetic datasets (files, shapes, spacings, labels) and
-    each synthetic dataset's synthesis.json (every source case must be real);
+  * checks the real and synthetic datasets (files, shapes, geometry, finite
+    intensities, labels) and each synthetic dataset's synthesis.json (every
+    source case must be real; each synthetic label has its source's geometry,
+    and a twin its source's mask);
   * writes DatasetNEW_<name>/dataset.json that references the real and
     synthetic files in place (nnU-Net's "dataset" key; nothing is copied),
     plus a merged synthesis.json and expansion.json;
@@ -19,9 +21,12 @@ What it does:
     if its source case is trained on in that fold (--synthetic-only: training
     sets hold synthetic cases only);
   * reports folds whose validation cases a generator was trained on, and marks
-    them refused (nnUNetTrainerSynthExpand will not train them) unless
-    --allow-leakage is given.
-Nothing is written when a check fails.
+    them refused unless --allow-leakage is given: a refused fold's entry in
+    splits_final.json holds its real training cases only, so any trainer
+    (nnUNetTrainer included) trains it without synthetic cases, and
+    nnUNetTrainerSynthExpand refuses to train it at all.
+Nothing is written when a check fails (an unknown -c/--preprocess
+configuration and a taken or invalid -o id included).
 """
 from __future__ import annotations
 
@@ -60,9 +65,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from nnunet_synth.errors import SynthError
+
+    if args.num_processes < 1:
+        raise SynthError(f"-np {args.num_processes}: must be at least 1")
+    # the configurations are checked against the real plans before anything is written
     result = expand(args.dataset, args.synthetic, args.output_id, name=args.name, plans=args.plans,
                     synthetic_only=args.synthetic_only, include_filtered=args.include_filtered,
-                    allow_leakage=args.allow_leakage, overwrite=args.overwrite)
+                    allow_leakage=args.allow_leakage, overwrite=args.overwrite,
+                    configurations=tuple(args.preprocess or ()))
     if args.preprocess:
         from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
 

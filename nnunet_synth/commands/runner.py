@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable
 
@@ -20,7 +21,20 @@ def run_parsed(name: str, run, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{PROG} {name}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        # The commands check their output folders first; this is the file system failing under them
+        # (it became read-only, ran full, a folder was replaced by a file). Other OSErrors are bugs.
+        if e.errno not in _FILE_SYSTEM_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG} {name}: error: {where}{e.strerror or e}; check that the output location exists, is "
+              f"writable and has free space, then rerun the same command", file=sys.stderr)
+        return 2
     return int(code or 0)
+
+
+_FILE_SYSTEM_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                       errno.EISDIR}
 
 
 def standalone(name: str, doc: str | None, add_arguments: Callable, run: Callable,

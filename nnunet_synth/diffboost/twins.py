@@ -37,7 +37,8 @@ from tqdm import tqdm
 from nnunet_synth.diffboost.store import TwinManifest, plans_fingerprint, refuse_cascaded, twin_folder
 from nnunet_synth.errors import SynthError
 from nnunet_synth.manifest import MANIFEST_FILE, Manifest, file_hash, manifest_hash
-from nnunet_synth.raw_dataset import RawDataset, find_raw_dataset, nnunet_preprocessed_root, read_with
+from nnunet_synth.raw_dataset import (RawDataset, check_finite, check_same_geometry, find_raw_dataset,
+                                      nnunet_preprocessed_root, read_with)
 
 
 @dataclass
@@ -86,9 +87,8 @@ def preprocess_case(job: CaseJob) -> list[str]:
         if data.shape != real_data.shape:
             raise SynthError(f"{images[0]}: twin '{twin_id}' has shape {data.shape}, real case '{job.case}' "
                              f"has {real_data.shape}")
-        if not np.allclose(props["spacing"], real_props["spacing"], rtol=1e-4):
-            raise SynthError(f"{images[0]}: twin '{twin_id}' has spacing {tuple(props['spacing'])}, real case "
-                             f"'{job.case}' has {tuple(real_props['spacing'])}")
+        check_same_geometry(props, real_props, images[0], job.real_images[0])
+        check_finite(data, images, twin_id)
         x = np.ascontiguousarray(data.astype(np.float32).transpose(axes)[slicer])
         x = preprocessor._normalize(x, seg_cropped, cm, pm.foreground_intensity_properties_per_channel)
         x = cm.resampling_fn_data(x, real_array.shape[1:], original_spacing, target_spacing)
@@ -172,15 +172,16 @@ def preprocess_twins(real: str, synthetic: str, configuration: str, plans_identi
             raise SynthError(f"{source}: changed while the twins were being prepared; rerun nnunet-synth twins")
         for job in jobs:
             job.output_folder = str(staging)
-        bar = tqdm(total=sum(len(j.twins) for j in jobs), desc="preprocessing twins", unit="twin", disable=not progress)
-        if num_processes > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(num_processes, mp_context=get_context("spawn")) as pool:
-                for done in pool.map(preprocess_case, jobs):
-                    bar.update(len(done))
-        else:
-            for job in jobs:
-                bar.update(len(preprocess_case(job)))
-        bar.close()
+        # A context manager: an error closes the bar first, so the message gets a line of its own.
+        with tqdm(total=sum(len(j.twins) for j in jobs), desc="preprocessing twins", unit="twin",
+                  disable=not progress) as bar:
+            if num_processes > 1 and len(jobs) > 1:
+                with ProcessPoolExecutor(num_processes, mp_context=get_context("spawn")) as pool:
+                    for done in pool.map(preprocess_case, jobs):
+                        bar.update(len(done))
+            else:
+                for job in jobs:
+                    bar.update(len(preprocess_case(job)))
         tm.save(staging)
         _replace_folder(staging, final)
     finally:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnunet_synth.errors import SynthError
-from nnunet_synth.expand.inputs import ExpansionInputs, output_folders, read_inputs
+from nnunet_synth.expand.inputs import ExpansionInputs, check_configurations, output_folders, read_inputs
 from nnunet_synth.expand.preprocessed import write_preprocessed
 from nnunet_synth.expand.raw import expanded_dataset_json, write_raw
 from nnunet_synth.raw_dataset import nnunet_preprocessed_root, nnunet_raw_root
@@ -31,10 +31,16 @@ class ExpandedFolds:
 
 def expand(real: str | int, synthetic: list[str], output_id: int, name: str | None = None,
            plans: str = "nnUNetPlans", synthetic_only: bool = False, include_filtered: bool = False,
-           allow_leakage: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
-    """Build the expanded dataset; returns its raw folder."""
+           allow_leakage: bool = False, overwrite: bool = False, progress: bool = True,
+           configurations: tuple[str, ...] = ()) -> Path:
+    """Build the expanded dataset; returns its raw folder.
+
+    ``configurations`` are those the caller preprocesses afterwards: one the
+    real plans do not define is refused before anything is written.
+    """
     raw_root, pre_root = nnunet_raw_root(), nnunet_preprocessed_root()
     inputs = read_inputs(real, synthetic, pre_root, plans, include_filtered, progress)
+    check_configurations(inputs, plans, configurations)
     out_name, existing = output_folders(inputs, (raw_root, pre_root), output_id, name, overwrite)
     folds = decide_folds(inputs, pre_root, synthetic_only, allow_leakage)
     expansion = {
@@ -88,7 +94,10 @@ def decide_folds(inputs: ExpansionInputs, preprocessed_root: Path, synthetic_onl
         if len(refused) == len(folds):
             raise SynthError(f"every fold ({len(folds)}) validates on cases a generator was trained on; "
                              f"fit the generator on one fold's training cases, or pass --allow-leakage")
-        print(f"folds {refused} are refused: nnUNetTrainerSynthExpand will not train them "
-              f"(rerun with --allow-leakage to allow them anyway)")
+        print(f"folds {refused} are refused: their entries in splits_final.json hold real cases only, so any "
+              f"trainer trains them without synthetic cases, and nnUNetTrainerSynthExpand will not train them "
+              f"(rerun with --allow-leakage to add the synthetic cases anyway)")
     sources = inputs.manifest.sources()
-    return ExpandedFolds(expanded_folds(folds, sources, synthetic_only=synthetic_only), origin, leaks, refused)
+    splits = expanded_folds(folds, sources, synthetic_only=synthetic_only,
+                            refused=() if allow_leakage else set(refused))
+    return ExpandedFolds(splits, origin, leaks, refused)

@@ -17,17 +17,18 @@ Python API::
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from nnunet_synth.atomic import read_json, same_json, write_json_atomic
+from nnunet_synth.atomic import check_writable, read_json, same_json, write_bytes_atomic, write_json_atomic
 from nnunet_synth.errors import SynthError
 from nnunet_synth.generators import registry
 from nnunet_synth.generators.source_cases import check_case_ids, read_source_case
 from nnunet_synth.generators.training_record import training_record
-from nnunet_synth.manifest import TRAINING_CASES_FILE
+from nnunet_synth.manifest import TRAINING_CASES_FILE, WEIGHT_SUFFIXES
 from nnunet_synth.raw_dataset import RawDataset
 from nnunet_synth.splits import fold_training_cases, real_folds
 
@@ -75,8 +76,12 @@ def fit_generator(job: FitJob, settings) -> Path:
         raise TypeError(f"{job.generator} takes {generator_class.fit_settings.__name__} settings, "
                         f"got {type(settings).__name__}")
     real = RawDataset.open(job.dataset)
+    real.check_files()
     case_ids, fold, split_source = training_cases(real, job)
     model_dir = Path(job.model_dir).resolve()
+    if model_dir.exists() and not model_dir.is_dir():
+        raise SynthError(f"-o {model_dir}: is a file, not a model folder; choose another -o folder")
+    check_writable(model_dir, "-o ")
     record = training_record(job.generator, real, fold, split_source, case_ids)
     record_file = model_dir / TRAINING_CASES_FILE
     if record_file.is_file() and not same_json(read_json(record_file, "delete it or choose another -o folder"),
@@ -84,21 +89,65 @@ def fit_generator(job: FitJob, settings) -> Path:
         raise SynthError(f"{record_file}: this model folder belongs to another training run "
                          f"(other generator, dataset or cases); choose another -o folder")
     labels = sorted(int(v) for v in real.label_manager.all_labels)
-    cases = [read_source_case(real, case_id).normalised
-             for case_id in tqdm(case_ids, desc=f"reading {real.name}", unit="case")]
+    with tqdm(case_ids, desc=f"reading {real.name}", unit="case") as bar:
+        cases = [read_source_case(real, case_id).normalised for case_id in bar]
 
     created = not model_dir.exists()
+    before = FolderSnapshot.take(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     # Written first, so an interrupted fit that is rerun with other cases is refused above.
     write_json_atomic(record_file, record, sort_keys=True)
     try:
         generator_class.fit(cases, labels, model_dir, settings)
-    except BaseException:
-        if created and [p.name for p in model_dir.iterdir()] == [TRAINING_CASES_FILE]:
-            # The generator refused before writing anything: leave nothing behind.
-            record_file.unlink()
-            model_dir.rmdir()
+    except BaseException as e:
+        if isinstance(e, SynthError):
+            # The generator refused; if it wrote no weights yet, a refused command changes nothing.
+            before.restore_if_no_weights(model_dir)
+        if created and [p.name for p in model_dir.iterdir()] in ([], [TRAINING_CASES_FILE]):
+            # Nothing was trained: leave no folder behind.
+            shutil.rmtree(model_dir)
         raise
     print(f"trained {job.generator} on {len(cases)} case(s) of {real.name}"
           f"{'' if fold is None else f' (fold {fold})'}; model folder {model_dir}")
     return model_dir
+
+
+@dataclass
+class FolderSnapshot:
+    """A model folder before ``fit``: its files' sizes and times, the content of the small ones, its folders."""
+
+    stats: dict[str, tuple[int, int]]
+    contents: dict[str, bytes]
+    folders: set[str]
+
+    @classmethod
+    def take(cls, folder: Path, small: int = 1 << 20) -> "FolderSnapshot":
+        stats, contents, folders = {}, {}, set()
+        for p in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            rel = str(p.relative_to(folder))
+            if p.is_dir():
+                folders.add(rel)
+            elif p.is_file():
+                st = p.stat()
+                stats[rel] = (st.st_size, st.st_mtime_ns)
+                if st.st_size <= small:
+                    contents[rel] = p.read_bytes()
+        return cls(stats, contents, folders)
+
+    def restore_if_no_weights(self, folder: Path) -> bool:
+        """Undo every change to ``folder`` if no weight file changed (and each change can be undone)."""
+        now = FolderSnapshot.take(folder, small=0)
+        changed = {rel for rel in now.stats.keys() | self.stats.keys() if self.stats.get(rel) != now.stats.get(rel)}
+        if any(rel.endswith(WEIGHT_SUFFIXES) for rel in changed):
+            return False  # training produced something: keep it, a rerun may resume from it
+        if any(rel in self.stats and rel not in self.contents for rel in changed):
+            return False  # a large file changed that cannot be put back
+        for rel in sorted(changed):
+            if rel in self.stats:
+                write_bytes_atomic(folder / rel, self.contents[rel])
+            else:
+                (folder / rel).unlink()
+        for rel in sorted(now.folders - self.folders, key=lambda r: -len(Path(r).parts)):
+            if not any((folder / rel).iterdir()):
+                (folder / rel).rmdir()
+        return True

@@ -19,6 +19,7 @@ Python API::
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from nnunet_synth import __version__
 from nnunet_synth.atomic import write_json_atomic
-from nnunet_synth.errors import SynthError
+from nnunet_synth.errors import GeneratorError, SynthError
 from nnunet_synth.generators import mask_variation, registry, synthetic_dataset
 from nnunet_synth.generators.base import KIND_OF_MODE, GenerationRequest, GenerationResponse
 from nnunet_synth.generators.intensity import denormalise, to_source_intensities
@@ -36,7 +37,8 @@ from nnunet_synth.generators.source_cases import SourceCase, check_case_ids, rea
 from nnunet_synth.generators.targeting import worst_cases
 from nnunet_synth.generators.training_record import read_training_record
 from nnunet_synth.labels import check_label_values
-from nnunet_synth.manifest import GeneratorRecord, SyntheticCase, hash_model_folder, sample_seed, synthetic_case_id
+from nnunet_synth.manifest import (GeneratorRecord, SyntheticCase, hash_model_folder, sample_seed, synthetic_case_id,
+                                   training_cases_hash)
 from nnunet_synth.raw_dataset import RawDataset
 
 MODE_WORDS = {"twins": "Twins", "new": "New", "inpaint": "Inpaint"}
@@ -63,14 +65,24 @@ class GenerateJob:
 
 
 def resolve_device(requested: str) -> str:
-    """``auto`` -> cuda when available and accelerate was not told to use the CPU."""
-    if requested != "auto":
-        return requested
+    """``auto`` -> cuda when available and accelerate was not told to use the CPU; others are checked."""
     import torch
 
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "auto":
+        if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    m = re.fullmatch(r"cpu|cuda(?::(\d+))?", requested)
+    if m is None:
+        raise SynthError(f"--device {requested!r}: expected auto, cpu, cuda or cuda:N (N a GPU index)")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SynthError(f"--device {requested}: torch sees no CUDA GPU on this machine "
+                             f"(torch.cuda.is_available() is False); use --device cpu or auto")
+        index, count = int(m.group(1) or 0), torch.cuda.device_count()
+        if index >= count:
+            raise SynthError(f"--device {requested}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    return requested
 
 
 def check_job(job: GenerateJob, generator_class) -> None:
@@ -114,6 +126,7 @@ def generate_dataset(job: GenerateJob, settings) -> Path:
                         f"got {type(settings).__name__}")
     check_job(job, generator_class)
     real = RawDataset.open(job.dataset)
+    real.check_files()
     model_dir = Path(job.model_dir).resolve()
     record = read_training_record(model_dir, job.generator)
     if record["dataset"] != real.name:
@@ -130,12 +143,13 @@ def generate_dataset(job: GenerateJob, settings) -> Path:
     generator = generator_class.load(model_dir, device)
     settings = generator.check_settings(settings)
     model_labels = generator.model_labels()
-    _check_source_masks(real, sources, model_labels)
+    _check_sources(real, sources, model_labels)
 
     generator_record = GeneratorRecord(
         name=job.generator, version=str(generator_class.version or __version__),
         model_folder=str(model_dir), model_hash=hash_model_folder(model_dir),
-        trained_on=list(record["cases"]), parameters=_parameters(job, sources, selection, record, settings))
+        trained_on=list(record["cases"]), parameters=_parameters(job, sources, selection, record, settings),
+        training_cases_hash=training_cases_hash(record["dataset"], record["cases"]))
     identity = synthetic_dataset.manifest_identity(real.name, generator_record)
     status = "new" if job.overwrite else synthetic_dataset.folder_state(folder, identity)
     if status == "conflict":
@@ -145,29 +159,41 @@ def generate_dataset(job: GenerateJob, settings) -> Path:
         if state.is_main_process:
             print(f"{folder} is already complete ({len(sources) * job.k} cases); nothing to do")
         return folder
+
+    kind = KIND_OF_MODE[job.mode]
+    items = [(source, k) for source in sources for k in range(job.k)]
+    with state.split_between_processes(items) as mine:
+        mine = list(mine)
+    pending = [(s, k) for s, k in mine if job.overwrite or not synthetic_dataset.is_done(
+        folder, synthetic_case_id(s, kind, k), real.num_channels, real.file_ending)]
+    # The first sample is made before anything is written, so a generator that refuses its settings or the
+    # masks (or fails) leaves no folder behind that would block the corrected command.
+    first = _sample(generator, real, pending[0], job, settings, model_labels, folder.name) if pending else None
+
     state.wait_for_everyone()  # every process has read the folder's state before it changes
+    created = not folder.exists() or job.overwrite
     if state.is_main_process:
         if job.overwrite and folder.exists():
             shutil.rmtree(folder)
         synthetic_dataset.prepare(folder, identity, status)
     state.wait_for_everyone()
 
-    kind = KIND_OF_MODE[job.mode]
-    items = [(source, k) for source in sources for k in range(job.k)]
-    with state.split_between_processes(items) as mine:
-        desc = f"generate {folder.name}" + (f" [process {state.process_index}]" if state.num_processes > 1 else "")
-        source = None
-        for source_id, k in tqdm(mine, desc=desc, unit="case", position=state.process_index):
-            case_id = synthetic_case_id(source_id, kind, k)
-            if synthetic_dataset.is_done(folder, case_id, real.num_channels, real.file_ending):
-                continue
-            if source is None or source.case_id != source_id:
-                source = read_source_case(real, source_id)
-            seed = sample_seed(job.seed, source_id, k)
-            image, mask, case = generate_sample(generator, source, job.mode, seed, job.prompt, settings,
-                                                model_labels, folder.name)
-            synthetic_dataset.write_case_files(folder, case_id, image, mask, source, real, state.process_index)
-            write_json_atomic(synthetic_dataset.record_path(folder, case_id), asdict(case), sort_keys=True)
+    desc = f"generate {folder.name}" + (f" [process {state.process_index}]" if state.num_processes > 1 else "")
+    try:
+        with tqdm(pending, desc=desc, unit="case", position=state.process_index) as bar:
+            for source_id, k in bar:
+                if first is not None:
+                    (source, image, mask, case), first = first, None
+                else:
+                    source, image, mask, case = _sample(generator, real, (source_id, k), job, settings,
+                                                        model_labels, folder.name, source)
+                case_id = synthetic_case_id(source_id, kind, k)
+                synthetic_dataset.write_case_files(folder, case_id, image, mask, source, real, state.process_index)
+                write_json_atomic(synthetic_dataset.record_path(folder, case_id), asdict(case), sort_keys=True)
+    except BaseException:
+        if created and state.num_processes == 1 and synthetic_dataset.holds_no_case(folder):
+            shutil.rmtree(folder)  # nothing to resume: leave nothing that would block the corrected command
+        raise
     summary = generator.summary()
     if summary:
         print(f"{desc}: {summary}", flush=True)
@@ -178,6 +204,33 @@ def generate_dataset(job: GenerateJob, settings) -> Path:
         print(f"wrote {len(items)} synthetic cases to {folder}")
     state.wait_for_everyone()
     return folder
+
+
+def _sample(generator, real: RawDataset, item: tuple[str, int], job: GenerateJob, settings, model_labels,
+            generator_id: str, source: SourceCase | None = None):
+    """(source case, image, mask, record) of one item; ``source`` is reused when it is the item's."""
+    source_id, k = item
+    if source is None or source.case_id != source_id:
+        source = read_source_case(real, source_id)
+    image, mask, case = generate_sample(generator, source, job.mode, sample_seed(job.seed, source_id, k), job.prompt,
+                                        settings, model_labels, generator_id)
+    check_written_range(image, real.source_dtype(source_id), type(generator).__name__, source_id)
+    return source, image, mask, case
+
+
+def check_written_range(image: np.ndarray, dtype, who: str, source_id: str) -> None:
+    """A generated image must be finite and fit the source's data type before it is rounded and cast."""
+    dtype = np.dtype(dtype)
+    low, high = float(np.min(image)), float(np.max(image))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise GeneratorError(f"generator {who} gave an image with NaN or infinite values for source case "
+                             f"'{source_id}'; nothing was written for it (is the model diverged? refit it)")
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else np.finfo(dtype)
+    margin = 0.5 if np.issubdtype(dtype, np.integer) else 0.0
+    if low < info.min - margin or high > info.max + margin:
+        raise GeneratorError(f"generator {who} gave an image with values {low:g} to {high:g} for source case "
+                             f"'{source_id}', outside the range of its data type {dtype} "
+                             f"({info.min:g} to {info.max:g}); nothing was written for it")
 
 
 def generate_sample(generator, source: SourceCase, mode: str, seed: int, prompt: str | None, settings,
@@ -208,42 +261,44 @@ def check_response(generator, request: GenerationRequest, response: GenerationRe
     """The response's image, after checking that it keeps the interface's promises."""
     who, case = type(generator).__name__, request.source.case_id
     if not isinstance(response, GenerationResponse):
-        raise TypeError(f"generator {who} returned {type(response).__name__}, not a GenerationResponse")
+        raise GeneratorError(f"generator {who} returned {type(response).__name__}, not a GenerationResponse")
     image, mask = np.asarray(response.image), np.asarray(response.mask)
     expected = (request.source.image.shape[0],) + request.target_mask.shape
     if image.shape != expected:
-        raise RuntimeError(f"generator {who} returned an image of shape {image.shape} for case '{case}', "
+        raise GeneratorError(f"generator {who} returned an image of shape {image.shape} for case '{case}', "
                            f"expected {expected}")
-    if not np.all(np.isfinite(image)) or image.min() < -1.001 or image.max() > 1.001:
-        raise RuntimeError(f"generator {who} returned values outside [-1, 1] for case '{case}'")
+    if not np.all(np.isfinite(image)):
+        raise GeneratorError(f"generator {who} returned NaN or infinite values for case '{case}'")
+    if image.min() < -1.001 or image.max() > 1.001:
+        raise GeneratorError(f"generator {who} returned values outside [-1, 1] for case '{case}'")
     if mask.shape != request.target_mask.shape:
-        raise RuntimeError(f"generator {who} returned a mask of shape {mask.shape} for case '{case}', "
+        raise GeneratorError(f"generator {who} returned a mask of shape {mask.shape} for case '{case}', "
                            f"expected {request.target_mask.shape}")
     check_label_values(mask, model_labels, f"generator {who}, case '{case}': the returned mask",
                        allowed_from="the model")
     if request.mode == "inpaint":
         if response.changed is None or np.shape(response.changed) != mask.shape:
-            raise RuntimeError(f"generator {who} must say which voxels it painted (changed, shape {mask.shape}) "
+            raise GeneratorError(f"generator {who} must say which voxels it painted (changed, shape {mask.shape}) "
                                f"when inpainting case '{case}'")
         changed = np.asarray(response.changed, dtype=bool)
         if not np.array_equal(mask[~changed], request.source.seg[~changed]):
-            raise RuntimeError(f"generator {who} changed the source's labels outside the voxels it painted "
+            raise GeneratorError(f"generator {who} changed the source's labels outside the voxels it painted "
                                f"while inpainting case '{case}'")
         # Inside, a source label may become another (a region label the new lesion), never background.
         if (changed & (request.source.seg != 0) & (mask == 0)).any():
-            raise RuntimeError(f"generator {who} erased labels of the source while inpainting case '{case}'")
+            raise GeneratorError(f"generator {who} erased labels of the source while inpainting case '{case}'")
     elif not (request.mode == "new" and generator.draws_masks) and not np.array_equal(mask, request.target_mask):
-        raise RuntimeError(f"generator {who} returned a mask other than the target mask for case '{case}' "
+        raise GeneratorError(f"generator {who} returned a mask other than the target mask for case '{case}' "
                            f"(mode {request.mode})")
     return image
 
 
-def _check_source_masks(real: RawDataset, sources: list[str], model_labels) -> None:
-    """Every source mask's labels must be known to the model; checked before anything is written."""
-    reader = real.reader_writer()
+def _check_sources(real: RawDataset, sources: list[str], model_labels) -> None:
+    """Every source case is read and checked before anything is written: finite intensities, label geometry,
+    labels declared by dataset.json (``RawDataset.read_case``) and known to the model."""
     for case in sources:
-        seg, _ = reader.read_seg(real.label_file(case))
-        check_label_values(np.rint(seg).astype(np.int64), model_labels, f"{real.label_file(case)} (case '{case}')",
+        _, seg, _ = real.read_case(case)
+        check_label_values(seg, model_labels, f"{real.label_file(case)} (case '{case}')",
                            allowed_from="the model", hint="the generator was trained on other labels")
 
 

@@ -15,28 +15,29 @@ import os
 import shutil
 from pathlib import Path
 
-from nnunet_synth.atomic import read_json, remove_stale_temp_files, same_json, write_json_atomic
+from nnunet_synth.atomic import check_writable, read_json, remove_stale_temp_files, same_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 from nnunet_synth.manifest import MANIFEST_FILE, Manifest, SyntheticCase
-from nnunet_synth.raw_dataset import case_complete, case_files, file_dtype, nnunet_raw_root, write_case
+from nnunet_synth.raw_dataset import (case_complete, case_files, check_new_dataset, file_dtype, nnunet_raw_root,
+                                      write_case)
 
 PARTS = ".synthesis_parts"
 PARAMETERS = "parameters.json"
 
 
 def output_folder(synth_id: int, name: str, real) -> Path:
-    """``nnUNet_raw/DatasetXXX_name``; refuses an id that another dataset already uses."""
-    if not 1 <= synth_id <= 999:
-        raise SynthError(f"-o {synth_id}: nnU-Net dataset ids are 1 to 999")
-    if not name or any(ch in name for ch in " /\\"):
-        raise SynthError(f"--name {name!r}: a dataset name must be non-empty, without spaces or slashes")
+    """``nnUNet_raw/DatasetXXX_name``; refuses an id nnU-Net cannot use or that another dataset already uses."""
+    existing = check_new_dataset(synth_id, name, "-o")
     root = nnunet_raw_root()
     folder = root / f"Dataset{synth_id:03d}_{name}"
-    if folder.resolve() == real.folder.resolve():
+    if folder.resolve() == real.folder.resolve() or real.folder.resolve() in {p.resolve() for p in existing}:
         raise SynthError(f"-o {synth_id}: that is the real dataset {real.folder}")
-    others = sorted(p.name for p in root.glob(f"Dataset{synth_id:03d}_*") if p.is_dir() and p != folder)
+    # The same name in nnUNet_preprocessed or nnUNet_results is this dataset, planned or trained earlier.
+    others = [p for p in existing if p.name != folder.name]
     if others:
-        raise SynthError(f"-o {synth_id}: dataset id {synth_id} is already used by {others[0]} in nnUNet_raw={root}")
+        raise SynthError(f"-o {synth_id}: dataset id {synth_id} is already used by {others[0]}; "
+                         f"choose another -o id")
+    check_writable(root, "nnUNet_raw=")
     return folder
 
 
@@ -64,6 +65,15 @@ def _holds_nothing(folder: Path) -> bool:
     """True for a folder a killed run created but wrote nothing into."""
     entries = list(folder.iterdir())
     return not entries or (len(entries) == 1 and entries[0].name == PARTS and not any(entries[0].iterdir()))
+
+
+def holds_no_case(folder: Path) -> bool:
+    """True when no case file and no case record has been written into ``folder`` (nothing to resume)."""
+    if not folder.is_dir():
+        return False
+    records = [p for p in (folder / PARTS).glob("*.json") if p.name != PARAMETERS]
+    files = [p for sub in ("imagesTr", "labelsTr") if (folder / sub).is_dir() for p in (folder / sub).iterdir()]
+    return not records and not files and not (folder / MANIFEST_FILE).exists()
 
 
 def prepare(folder: Path, identity: dict, state: str) -> None:

@@ -144,7 +144,8 @@ def make_standin_synthetic_dataset(real_folder: str | os.PathLike, raw_root: str
 
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-    from nnunet_synth.manifest import GeneratorRecord, Manifest, SyntheticCase, sample_seed, synthetic_case_id
+    from nnunet_synth.manifest import (GeneratorRecord, Manifest, SyntheticCase, sample_seed, synthetic_case_id,
+                                       training_cases_hash)
     from nnunet_synth.raw_dataset import RawDataset, case_complete, write_case
 
     real = RawDataset(real_folder)
@@ -152,7 +153,8 @@ def make_standin_synthetic_dataset(real_folder: str | os.PathLike, raw_root: str
     manifest = Manifest(real.name)
     manifest.generators["standin"] = GeneratorRecord(
         name="standin-noise", version="1", model_folder="", model_hash="", trained_on=sorted(trained_on or []),
-        parameters={"k": k, "base_seed": base_seed, "noise": noise})
+        parameters={"k": k, "base_seed": base_seed, "noise": noise},
+        training_cases_hash=training_cases_hash(real.name, trained_on or []))
     for source in cases or real.case_ids():
         for i in range(k):
             case_id = synthetic_case_id(source, "twin", i)
