@@ -87,6 +87,17 @@ def test_grouped_kfold_keeps_groups_together_and_balances():
     assert len(grouped_kfold(["a", "b", "c"], ["p", "q", "r"])) == 3
 
 
+def test_grouped_kfold_fills_the_lightest_fold_largest_patient_first():
+    """Patients of 6, 5, 4, 3, 2 and 1 images in 3 folds: 6+1, 5+2, 4+3 whatever the seed (no ties to break)."""
+    sizes = {"A": 6, "B": 5, "C": 4, "D": 3, "E": 2, "F": 1}
+    groups = [g for g, n in sizes.items() for _ in range(n)]
+    cases = [f"{g}{i}" for g, n in sizes.items() for i in range(n)]
+    for seed in (0, 1, 12345):
+        folds = grouped_kfold(cases, groups, n_folds=3, seed=seed)
+        assert [sorted({c[0] for c in f["val"]}) for f in folds] == [["A", "F"], ["B", "E"], ["C", "D"]]
+        assert all(sorted(f["train"] + f["val"]) == sorted(cases) for f in folds)
+
+
 def test_every_registered_converter_imports_and_documents_its_layout():
     for name in CONVERTERS:
         module = load_converter(name)
