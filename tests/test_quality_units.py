@@ -154,3 +154,16 @@ def test_band_decisions_keep_an_earlier_gates_drop_and_refuse_other_settings(tmp
     records = {c: {**r, "band": [0.05, 1.0]} for c, r in records.items()}
     assert apply_decisions(m, records, Band(0.05)) == 0
     assert {c: x.kept for c, x in m.cases.items()} == {"a_syn000": True, "b_syn000": True, "c_syn000": False}
+
+
+def test_feature_tiles_follow_nnunets_sliding_window_and_cover_the_image():
+    from nnunet_synth.quality.baseline import tiles
+
+    assert tiles((1, 64, 64), (64, 64), 0.5) == [(slice(None), 0, slice(0, 64), slice(0, 64))]
+    found = tiles((3, 100, 70), (64, 64), 0.5)  # a 2D patch on a 3D array: every slice, 3 x 2 tiles each
+    assert len(found) == 3 * 6
+    covered = np.zeros((1, 3, 100, 70), bool)
+    for t in found:
+        covered[t] = True
+        assert covered[t].shape == (1, 64, 64)
+    assert covered.all()

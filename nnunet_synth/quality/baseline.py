@@ -138,13 +138,28 @@ class BaselineNetwork:
         def hook(_module, _inputs, output):
             captured.append(output.float().mean(dim=tuple(range(2, output.ndim))).cpu())
 
-        padded, _ = pad_nd_image(data, self.predictor.configuration_manager.patch_size, "constant", {"value": 0},
-                                 True, None)
+        patch = tuple(self.predictor.configuration_manager.patch_size)
+        padded, _ = pad_nd_image(data, patch, "constant", {"value": 0}, True, None)
         handle = self.encoder.stages[-1].register_forward_hook(hook)
         try:
             with torch.inference_mode():
-                for slicer in self.predictor._internal_get_sliding_window_slicers(padded.shape[1:]):
-                    self.encoder(padded[slicer][None].to(self.device))
+                for tile in tiles(padded.shape[1:], patch, self.predictor.tile_step_size):
+                    self.encoder(padded[tile][None].to(self.device))
         finally:
             handle.remove()
         return torch.cat(captured).mean(dim=0).numpy().astype(np.float64)
+
+
+def tiles(spatial: tuple[int, ...], patch: tuple[int, ...], step: float) -> list[tuple]:
+    """Index tuples of nnU-Net's sliding-window tiles (a 2D patch on a 3D array tiles every slice)."""
+    import itertools
+
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    leading = len(spatial) - len(patch)
+    steps = compute_steps_for_sliding_window(spatial[leading:], patch, step)
+    out = []
+    for z in itertools.product(*(range(n) for n in spatial[:leading])):
+        for origin in itertools.product(*steps):
+            out.append((slice(None), *z, *(slice(o, o + p) for o, p in zip(origin, patch))))
+    return out

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy import linalg, stats
 
-MAX_VOXELS_PER_CASE = 20000
+MAX_VOXELS_PER_CASE = 5000
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -63,18 +63,20 @@ class CaseView:
     image: np.ndarray
     mask: np.ndarray
     prediction: np.ndarray | None = None
-    index: int = 0                      # the slice's z (0 for 2D cases)
 
 
 @dataclass
 class Collected:
+    """What one pass keeps per case: small arrays only, so thousands of cases fit in memory."""
     reduced: dict[str, np.ndarray] = field(default_factory=dict)
     features: dict[str, np.ndarray] = field(default_factory=dict)
     dinov2: dict[str, np.ndarray] = field(default_factory=dict)
     inside: dict[str, np.ndarray] = field(default_factory=dict)
     outside: dict[str, np.ndarray] = field(default_factory=dict)
-    views: dict[str, CaseView] = field(default_factory=dict)
     consistency: dict[str, float] = field(default_factory=dict)
+    shown_slice: dict[str, int] = field(default_factory=dict)      # z of the slice the report shows
+    prediction: dict[str, tuple] = field(default_factory=dict)     # that slice of the prediction, bit-packed
+    views: dict[str, CaseView] = field(default_factory=dict)       # filled for the cases the report shows
 
 
 def _settings_check(s: InspectSettings) -> None:
@@ -86,13 +88,27 @@ def _settings_check(s: InspectSettings) -> None:
         raise SynthError(f"--examples {s.n_examples}: show at least 1 case")
 
 
-def _view(image: np.ndarray, mask: np.ndarray, prediction: np.ndarray | None, index: int | None = None) -> CaseView:
-    """The slice with the most foreground (or ``index``) of channel 0."""
-    spatial_mask = mask[0]
-    if index is None:
-        index = int(np.argmax((spatial_mask > 0).reshape(spatial_mask.shape[0], -1).sum(axis=1)))
-    return CaseView(image[0, index].copy(), spatial_mask[index].copy(),
-                    None if prediction is None else prediction[index].copy(), index)
+def _shown_slice(mask: np.ndarray) -> int:
+    """The z with the most foreground (0 for 2D cases)."""
+    return int(np.argmax((mask[0] > 0).reshape(mask.shape[1], -1).sum(axis=1)))
+
+
+def _pack(plane: np.ndarray) -> tuple:
+    return plane.shape, np.packbits(plane > 0)
+
+
+def _unpack(packed: tuple) -> np.ndarray:
+    shape, bits = packed
+    return np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
+
+
+def load_views(dataset: RawDataset, store: Collected, cases, index: dict[str, int] | None = None) -> None:
+    """Read the shown slice of ``cases`` again (``index`` overrides the slice, e.g. a source's at its twin's z)."""
+    for case in sorted(set(cases) - set(store.views)):
+        images, seg, _ = dataset.read_case(case)
+        z = min((index or {}).get(case, store.shown_slice.get(case, _shown_slice(seg))), images.shape[1] - 1)
+        prediction = _unpack(store.prediction[case]) if case in store.prediction else None
+        store.views[case] = CaseView(images[0, z], seg[0, z], prediction)
 
 
 def _labels(real: RawDataset):
@@ -101,23 +117,22 @@ def _labels(real: RawDataset):
 
 
 def _collect(dataset: RawDataset, cases: list[str], network, dino, labels, with_prediction: bool,
-             desc: str, progress: bool, keep_views: bool) -> Collected:
+             desc: str, progress: bool) -> Collected:
     out = Collected()
     for i, case in enumerate(tqdm(cases, desc=desc, unit="case", disable=not progress)):
         images, seg, props = dataset.read_case(case)
         out.reduced[case] = memorization.reduced(images[0])
         out.inside[case], out.outside[case] = fidelity.sample_intensities(images, seg, seed=i)
-        prediction = None
+        out.shown_slice[case] = z = _shown_slice(seg)
         if network is not None:
             data, pp = network.preprocess(images, props)
             out.features[case] = network.features(data)
             if with_prediction:
                 prediction = network.predict(data, pp)
                 out.consistency[case] = case_consistency(prediction, seg[0], labels)
+                out.prediction[case] = _pack(prediction[z])
         if dino is not None:
             out.dinov2[case] = dino(images[0])
-        if keep_views:
-            out.views[case] = _view(images, seg, prediction)
     return out
 
 
@@ -176,7 +191,7 @@ def apply_decisions(manifest: Manifest, records: dict[str, dict], band: Band) ->
 def inspect_dataset(s: InspectSettings) -> dict:
     """Inspect the synthetic dataset, write the report (and, with a band, synthesis.json); returns the summary."""
     from nnunet_synth.evaluation.prediction import pick_device
-    from nnunet_synth.quality.report import write_report
+    from nnunet_synth.quality.report import shown_cases, write_report
 
     _settings_check(s)
     synth_folder = find_raw_dataset(s.synthetic)
@@ -217,9 +232,9 @@ def inspect_dataset(s: InspectSettings) -> dict:
     dino = memorization.Dinov2Features(s.dinov2, device) if s.dinov2 else None
     labels = _labels(real)
 
-    syn = _collect(synth, synth_ids, network, dino, labels, True, "inspect: synthetic", s.progress, True)
+    syn = _collect(synth, synth_ids, network, dino, labels, True, "inspect: synthetic", s.progress)
     real_ids = sorted(set(train_ids) | set(val_ids) | set(reference_ids))
-    rea = _collect(real, real_ids, network, dino, labels, False, "inspect: real", s.progress, True)
+    rea = _collect(real, real_ids, network, dino, labels, False, "inspect: real", s.progress)
 
     nearest_real, similarity = _similarity(syn, rea, reference_ids, dino is not None)
     val_query = Collected(reduced={c: rea.reduced[c] for c in val_ids if c not in reference_ids},
@@ -260,6 +275,11 @@ def inspect_dataset(s: InspectSettings) -> dict:
         "baseline_validation_dice": None if baseline is None else baseline.validation_dice,
         "fidelity": rows, "cases": per_case,
     }
+    shown = shown_cases(summary, s.n_examples)
+    load_views(synth, syn, shown)
+    load_views(real, rea, {manifest.cases[c].source_case for c in shown},
+               index={manifest.cases[c].source_case: syn.shown_slice[c] for c in shown})
+    load_views(real, rea, {r["nearest_real"] for r in per_case if r["case"] in shown})
     summary["report"] = str(write_report(synth_folder / INSPECT_FOLDER, summary, syn, rea, s.n_examples))
     return summary
 

@@ -101,12 +101,26 @@ def intensity_plot(syn, rea, synth_ids, train_ids, val_ids, path: Path) -> Path:
     return _save(fig, path)
 
 
-def consistency_grid(summary: dict, syn, rea, n: int, path: Path) -> Path | None:
+def by_consistency(summary: dict, n: int) -> list[tuple[str, dict]]:
+    """("best", row) for the n most consistent cases, then ("worst", row) for the n least (no case twice)."""
     ranked = sorted((r for r in summary["cases"] if math.isfinite(r["consistency"])),
                     key=lambda r: (-r["consistency"], r["case"]))
-    if not ranked:
+    return [("best", r) for r in ranked[:n]] + [("worst", r) for r in ranked[::-1][:n] if r not in ranked[:n]]
+
+
+def by_similarity(summary: dict, n: int) -> list[dict]:
+    return sorted(summary["cases"], key=lambda r: (-r["similarity"], r["case"]))[:n]
+
+
+def shown_cases(summary: dict, n: int) -> set[str]:
+    """The synthetic cases the grids show."""
+    return {r["case"] for _, r in by_consistency(summary, n)} | {r["case"] for r in by_similarity(summary, n)}
+
+
+def consistency_grid(summary: dict, syn, rea, n: int, path: Path) -> Path | None:
+    chosen = by_consistency(summary, n)
+    if not chosen:
         return None
-    chosen = [("best", r) for r in ranked[:n]] + [("worst", r) for r in ranked[::-1][:n] if r not in ranked[:n]]
     plt = _pyplot()
     fig, axes = plt.subplots(len(chosen), 3, figsize=(7.5, 2.5 * len(chosen)), squeeze=False)
     for row, (which, r) in zip(axes, chosen):
@@ -129,7 +143,7 @@ def consistency_grid(summary: dict, syn, rea, n: int, path: Path) -> Path | None
 
 
 def memorization_grid(summary: dict, syn, rea, n: int, path: Path) -> Path:
-    ranked = sorted(summary["cases"], key=lambda r: (-r["similarity"], r["case"]))[:n]
+    ranked = by_similarity(summary, n)
     plt = _pyplot()
     fig, axes = plt.subplots(len(ranked), 2, figsize=(5, 2.5 * len(ranked)), squeeze=False)
     for row, r in zip(axes, ranked):
