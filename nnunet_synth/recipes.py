@@ -1,13 +1,18 @@
-"""Resumable chains of commands: the demo and the seed-study recipes in dataset_conversion/.
+"""Resumable chains of commands: the demo, the studies (nnunet_synth/study) and the seed-study recipes.
 
 Each step is one subprocess. Its command is printed before it runs; when it
-exits 0, a marker file ``<state>/<step>.done`` (holding its duration) records
-it as complete, so a rerun skips it and an interrupted chain resumes at the
-step that did not finish. A failing step stops the chain with one line naming
-the step and how to resume.
+exits 0, a marker file ``<state>/<step>.done`` records it as complete: a JSON
+object with its duration (``seconds``) and a hash of what defines it
+(``hash``: by default its command; a chain may hash the step's settings and
+its dependencies' hashes too, see ``step_hash``). A rerun skips a step whose
+marker holds the same hash, reruns a step whose command or settings changed,
+and an interrupted chain resumes at the step that did not finish. A failing
+step stops the chain with one line naming the step and how to resume.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -23,30 +28,73 @@ def console_script(name: str) -> str:
     return str(path) if path.exists() else name
 
 
+def step_hash(*parts) -> str:
+    """SHA-256 of JSON-serialisable parts (a command, settings, the hashes of the steps it depends on)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 class StepRunner:
     def __init__(self, state: Path, rerun_hint: str):
         """``state``: folder of the step markers; ``rerun_hint``: the command that resumes the chain."""
         self.state, self.rerun_hint = Path(state), rerun_hint
 
-    def done(self, name: str) -> bool:
-        return (self.state / f"{name}.done").exists()
+    def marker(self, name: str) -> Path:
+        return self.state / f"{name}.done"
 
-    def run(self, number: int, total: int, name: str, command: list[str], env: dict) -> bool:
-        """Run one step unless its marker exists; returns True if it ran."""
-        marker = self.state / f"{name}.done"
-        if marker.exists():
-            print(f"[{number}/{total}] {name}: done before, skipped")
+    def recorded(self, name: str) -> dict | None:
+        """The marker's content ({'seconds', 'hash'}), None without a marker.
+
+        A marker of an older version holds only the duration: it has no hash, so
+        any expected hash differs from it and the step reruns.
+        """
+        marker = self.marker(name)
+        if not marker.exists():
+            return None
+        text = marker.read_text()
+        try:
+            content = json.loads(text)
+        except ValueError:
+            content = None
+        if isinstance(content, dict):
+            return content
+        try:
+            return {"seconds": float(text), "hash": None}
+        except ValueError:
+            return {"seconds": None, "hash": None}
+
+    def done(self, name: str, digest: str | None = None) -> bool:
+        """True if the step finished; with ``digest``, only if it finished with that hash."""
+        recorded = self.recorded(name)
+        return recorded is not None and (digest is None or recorded.get("hash") == digest)
+
+    def changed(self, name: str, digest: str) -> bool:
+        """True if the step finished before with another hash (its outputs are stale)."""
+        recorded = self.recorded(name)
+        return recorded is not None and recorded.get("hash") != digest
+
+    def run(self, number: int, total: int, name: str, command: list[str], env: dict,
+            digest: str | None = None) -> bool:
+        """Run one step unless its marker holds ``digest`` (default: the command's hash); True if it ran."""
+        digest = digest if digest is not None else step_hash(command)
+        if self.done(name, digest):
+            print(f"[{number}/{total}] {name}: done before, skipped", flush=True)
             return False
-        print(f"\n[{number}/{total}] {name}: {' '.join(command)}", flush=True)
+        why = " (changed since its last run)" if self.changed(name, digest) else ""
+        print(f"\n[{number}/{total}] {name}{why}: {' '.join(command)}", flush=True)
         start = time.time()
+        # the old marker goes first: a step killed midway must not look finished with its old settings
+        self.marker(name).unlink(missing_ok=True)
         proc = subprocess.run(command, env=env)
         if proc.returncode != 0:
             raise SynthError(f"step '{name}' failed (exit {proc.returncode}); fix the cause and rerun "
                              f"{self.rerun_hint} to resume from this step")
-        self.state.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"{time.time() - start:.1f}\n")
+        self.record(name, digest, time.time() - start)
         print(f"[{number}/{total}] {name}: finished in {time.time() - start:.0f} s", flush=True)
         return True
+
+    def record(self, name: str, digest: str, seconds: float) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.marker(name), {"seconds": round(seconds, 1), "hash": digest})
 
 
 def check_workdir_settings(path: Path, settings: dict, describe=None) -> None:

@@ -1,7 +1,7 @@
-"""Resumable step chains (issue 17): StepRunner, the demo and the lung recipe resume after an interrupted
-step and refuse a work folder made with other settings. Steps are replaced by tiny Python subprocesses,
-so no nnU-Net command runs; the whole chains run in tests/test_demo_e2e.py and tests/test_recipe_lung.py."""
-import importlib.util
+"""Resumable step chains (issue 17): StepRunner and the demo resume after an interrupted step and refuse a
+work folder made with other settings. Steps are replaced by tiny Python subprocesses, so no nnU-Net command
+runs; the whole chains run in tests/test_demo_e2e.py and tests/test_study_e2e.py (the lung recipe is the
+built-in lung study, tests/test_study_dry_run.py)."""
 import json
 import os
 import signal
@@ -17,8 +17,6 @@ import pytest
 from nnunet_synth import demo as demo_module
 from nnunet_synth.errors import SynthError
 from nnunet_synth.recipes import StepRunner
-
-RECIPE_PATH = Path(__file__).resolve().parents[1] / "dataset_conversion" / "recipe_lung_patch_ddpm.py"
 
 # A step: appends its name to LOG; exits 3 if FAIL_FLAG exists and holds its name; optionally writes a file.
 STEP_CODE = """
@@ -94,7 +92,7 @@ def test_failed_step_stops_chain_and_rerun_resumes_there(tmp_path):
     run_chain(runner, steps, names)
     assert steps.ran() == ["two", "three"]  # one was skipped, not run again
     assert markers(state) == {"one", "two", "three"}
-    assert float((state / "two.done").read_text()) >= 0  # the marker holds the duration
+    assert json.loads((state / "two.done").read_text())["seconds"] >= 0  # the marker holds the duration
 
     steps.reset_log()
     run_chain(runner, steps, names)
@@ -282,115 +280,3 @@ def test_demo_resumes_at_failed_step(tmp_path, monkeypatch):
     steps.reset_log()
     demo_module.run_demo(workdir, budget=15.0, device="cpu")
     assert steps.ran() == []
-
-
-# ---------------------------------------------------------------- lung recipe
-
-
-@pytest.fixture(scope="module")
-def recipe():
-    spec = importlib.util.spec_from_file_location("recipe_lung_patch_ddpm_under_test", RECIPE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def recipe_args(recipe, *argv: str):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    recipe.add_arguments(parser)
-    return parser.parse_args(["-d", "951", *argv])
-
-
-def test_recipe_same_settings_pass(tmp_path, recipe):
-    workdir = tmp_path / "work"
-    recipe.check_settings(workdir, recipe_args(recipe, "-w", str(workdir), "--mode", "twins", "new"))
-    saved = json.loads((workdir / "recipe_settings.json").read_text())
-    assert saved["dataset"] == 951 and saved["mode"] == ["twins", "new"]
-    assert "workdir" not in saved and "num_processes" not in saved
-    recipe.check_settings(workdir, recipe_args(recipe, "-w", str(workdir), "--mode", "twins", "new"))
-    # the work folder's own path and the preprocessing processes do not change the results: ignored
-    recipe.check_settings(workdir, recipe_args(recipe, "-w", "elsewhere", "-np", "8", "--mode", "twins", "new"))
-    assert json.loads((workdir / "recipe_settings.json").read_text()) == saved
-
-
-@pytest.mark.parametrize("argv, changed", [(["-k", "2"], "k"), (["--device", "cpu"], "device"),
-                                           (["--mode", "twins", "new"], "mode"), (["--short"], "short"),
-                                           (["--ranking-folds", "1"], "ranking_folds"),
-                                           (["--test", "x=960", "--disable-tta"], "disable_tta, test")])
-def test_recipe_refuses_other_settings(tmp_path, recipe, argv, changed):
-    workdir = tmp_path / "work"
-    recipe.check_settings(workdir, recipe_args(recipe))
-    before = (workdir / "recipe_settings.json").read_text()
-    with pytest.raises(SynthError) as e:
-        recipe.check_settings(workdir, recipe_args(recipe, "-np", "4", *argv))
-    message = str(e.value)
-    assert "\n" not in message
-    assert str(workdir / "recipe_settings.json") in message
-    assert f"other settings ({changed})" in message  # names exactly the changed options
-    assert (workdir / "recipe_settings.json").read_text() == before
-
-
-def test_recipe_unreadable_settings_named(tmp_path, recipe):
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    (workdir / "recipe_settings.json").write_text('{"dataset": 95')  # a write cut short
-    with pytest.raises(SynthError, match=r"recipe_settings\.json: not valid JSON.*new --workdir"):
-        recipe.check_settings(workdir, recipe_args(recipe))
-
-
-def recipe_main_setup(recipe, nnunet_folders, tmp_path, monkeypatch):
-    """A raw dataset folder for check_arguments and the recipe's real step list with cheap commands."""
-    (nnunet_folders.raw / "Dataset951_Lung").mkdir(parents=True)
-    steps = Steps(tmp_path / "steps")
-    real_steps = recipe.Recipe.steps
-
-    def cheap_steps(self):
-        return [(name, lambda name=name: steps.command(name), extra_env) for name, _, extra_env in real_steps(self)]
-
-    monkeypatch.setattr(recipe.Recipe, "steps", cheap_steps)
-    return steps
-
-
-def test_recipe_resumes_at_failed_step(tmp_path, recipe, nnunet_folders, monkeypatch, capsys):
-    steps = recipe_main_setup(recipe, nnunet_folders, tmp_path, monkeypatch)
-    workdir = tmp_path / "work"
-    argv = ["-d", "951", "-w", str(workdir), "--device", "cpu", "--ranking-folds", "1", "2"]
-    names = ["plan", "fit", "generate-twins", "train-real_only", "rank-fold1", "rank-fold2",
-             "generate-targeted-twins", "expand-synthetic_only", "expand-real_synthetic", "expand-real_targeted",
-             "train-synthetic_only", "train-real_synthetic", "train-real_targeted", "cross-eval"]
-
-    steps.fail("rank-fold2")
-    assert recipe.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "step 'rank-fold2' failed (exit 3)" in err
-    assert f"the same recipe command (work folder {workdir.resolve()})" in err
-    assert steps.ran() == names[:6]
-    assert markers(workdir / ".recipe_steps") == set(names[:5])
-
-    steps.fail(None)
-    steps.reset_log()
-    assert recipe.main(argv) == 0
-    assert steps.ran() == names[5:]
-    assert markers(workdir / ".recipe_steps") == set(names)
-    ranking = str(workdir.resolve() / "ranking_results")
-    seen = steps.ran_env()
-    assert seen["rank-fold2"] == ranking  # the ranking trainings write to their own results folder
-    assert seen["train-synthetic_only"] == seen["cross-eval"] == str(nnunet_folders.results)
-
-    # a rerun with other settings is refused before any step runs
-    steps.reset_log()
-    assert recipe.main(argv + ["-k", "2"]) == 2
-    err = capsys.readouterr().err
-    assert "recipe_settings.json: this work folder was made with other settings (k)" in err
-    assert steps.ran() == []
-
-
-def test_recipe_step_list_with_source(tmp_path, recipe, nnunet_folders):
-    """--source adds the conversion as the first step; default ranking folds are every fold but --fold."""
-    args = recipe_args(recipe, "-w", str(tmp_path / "w"), "--source", str(tmp_path / "lidc"), "-f", "2")
-    names = [name for name, _, _ in recipe.Recipe(args, "cpu").steps()]
-    assert names[:3] == ["convert", "plan", "fit"]
-    assert [n for n in names if n.startswith("rank-")] == ["rank-fold0", "rank-fold1", "rank-fold3", "rank-fold4"]
-    assert len(names) == len(set(names))  # markers are per name: no two steps may share one
