@@ -278,3 +278,33 @@ def test_bad_input_is_refused_with_one_line(nnunet_folders, tiny, tmp_path, caps
     assert cli_main(["generate", "meddiff-ft", "-m", str(tmp_path / "none"), "-d", "901", "-o", "902", "--mode",
                      "new", "-k", "1"]) == 2
     assert len(errors_of(capsys)) == 1
+
+
+def test_background_choice(tiny, tmp_path):
+    """A label-free source is its own background; else an image of --backgrounds; else refused without a model."""
+    from PIL import Image
+
+    from nnunet_synth.generators.base import TrainingCase
+    from nnunet_synth.generators.meddiff_ft.settings import MedDiffFTGenerateOptions
+
+    generator = _hand_made_generator(tmp_path, tiny, parts={"lesion": True, "mask": False, "background": False})
+    settings = MedDiffFTGenerateOptions()
+    image = np.linspace(-1, 1, 24 * 20, dtype=np.float32).reshape(1, 24, 20)
+    seg = np.zeros((24, 20), np.uint8)
+    healthy = TrainingCase("healthy", image, seg, (1.0, 1.0))
+    background, labels, extras = generator._background(healthy, settings, seed=1, label=1)
+    assert np.array_equal(background, image) and not labels.any() and extras["background"] == "source (label-free)"
+    seg[5:9, 5:9] = 1
+    sick = TrainingCase("sick", image, seg, (1.0, 1.0))
+    with pytest.raises(SynthError, match="case sick has a lesion and there is no background model or --backgrounds"):
+        generator._background(sick, settings, seed=1, label=1)
+    folder = tmp_path / "backgrounds"
+    folder.mkdir()
+    Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 5, (30, 1))).save(folder / "h1_0000.png")
+    generator._backgrounds = generator._background_files(folder)
+    background, labels, extras = generator._background(sick, settings, seed=1, label=1)
+    assert background.shape == image.shape and background.min() >= -1 and background.max() <= 1
+    assert not labels.any() and extras["background"] == "--backgrounds h1_0000.png"
+    assert np.all(np.diff(background[0], axis=1) >= -1e-6)           # the folder's left-to-right ramp, resized
+    with pytest.raises(SynthError, match="holds no images named NAME_0000"):
+        generator._background_files(tmp_path)
