@@ -31,4 +31,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "score predictions against references: nnU-Net's summary.json plus HD95, ASSD, precision, recall"),
     "cross-eval": ("nnunet_synth.commands.cross_eval",
                    "predict test sets with several models, compare them per case, write CSV, JSON, statistics and a report"),
+    "study": ("nnunet_synth.commands.study",
+              "run a whole study from one config: generators, arms, trainings, cross-eval, report (--dry-run lists it)"),
 }

@@ -1,0 +1,93 @@
+"""The study's step chain without running nnU-Net (issue 14): hashes that follow the dependencies, markers
+that hold them, --only, and trainings side by side with --gpus (cheap stand-in commands)."""
+import json
+import sys
+
+import pytest
+
+from nnunet_synth.errors import SynthError
+from nnunet_synth.recipes import StepRunner, step_hash
+from nnunet_synth.study.config import load_config
+from nnunet_synth.study.run import StudyRun
+from test_study_config import config, fake_raw
+
+
+def test_marker_holds_the_hash_and_a_changed_step_reruns(tmp_path):
+    runner = StepRunner(tmp_path / "state", rerun_hint="R")
+    log = tmp_path / "log"
+    command = [sys.executable, "-c", f"open({str(log)!r}, 'a').write('x')"]
+    assert runner.run(1, 1, "s", command, {}, digest="a") is True
+    assert json.loads((tmp_path / "state" / "s.done").read_text())["hash"] == "a"
+    assert runner.run(1, 1, "s", command, {}, digest="a") is False
+    assert runner.changed("s", "b") and not runner.changed("s", "a")
+    assert runner.run(1, 1, "s", command, {}, digest="b") is True
+    assert log.read_text() == "xx"
+    # without a digest the command is the hash: a changed command reruns
+    assert runner.run(1, 1, "t", command, {}) is True
+    assert runner.run(1, 1, "t", command + ["extra"], {}) is True
+    # a marker of the former format (a duration only) is not a match for any hash
+    (tmp_path / "state" / "old.done").write_text("12.5\n")
+    assert runner.done("old") and not runner.done("old", step_hash(command)) and runner.recorded("old")["seconds"] == 12.5
+
+
+@pytest.fixture
+def study(nnunet_folders, tmp_path):
+    fake_raw(nnunet_folders.raw, 951, "Tiny")
+
+    def make(**parts):
+        return load_config(config(tmp_path, **parts))
+    return make
+
+
+def digests(study, tmp_path) -> dict:
+    return {s.name: s.digest for s in StudyRun(study, tmp_path / "work", "cpu", ["nnunet-synth", "study", "x"],
+                                               "R").chain.steps}
+
+
+def test_a_changed_arm_changes_only_the_steps_after_it(study, tmp_path):
+    before = digests(study(), tmp_path)
+    assert list(before) == ["plan", "validation-sets", "fit-ddpm-f0", "generate-ddpm-f0", "expand-expanded-f0",
+                            "train-baseline-f0-r0", "train-expanded-f0-r0", "cross-eval-f0-r0", "report"]
+    after = digests(study(arm_extra="synthetic_only = true"), tmp_path)
+    assert {n for n in before if before[n] != after[n]} == {"expand-expanded-f0", "train-expanded-f0-r0",
+                                                           "cross-eval-f0-r0", "report"}
+    fewer_processes = digests(study(study_extra="num_processes = 1"), tmp_path)
+    assert fewer_processes["plan"] != before["plan"]  # planning's -np is part of its command, so all after it
+    # the work folder's own path is not part of a hash
+    assert digests(study(), tmp_path / "elsewhere") == before
+
+
+def test_repeats_train_into_their_own_results_roots(study, tmp_path):
+    run = StudyRun(study(study_extra="repeats = 2"), tmp_path / "work", "cpu", ["nnunet-synth"], "R")
+    roots = {s.name: s.env["nnUNet_results"] for s in run.chain.steps if s.name.startswith("train-")}
+    assert roots["train-baseline-f0-r0"].endswith("work/results/r0")
+    assert roots["train-baseline-f0-r1"].endswith("work/results/r1")
+    assert [s.name for s in run.chain.steps if s.name.startswith("cross-eval")] == ["cross-eval-f0-r0",
+                                                                                    "cross-eval-f0-r1"]
+
+
+def test_only_refuses_a_step_whose_dependencies_did_not_finish(study, tmp_path):
+    run = StudyRun(study(), tmp_path / "work", "cpu", ["nnunet-synth"], "R")
+    with pytest.raises(SynthError, match="step 'train-expanded-f0-r0' waits for expand-expanded-f0"):
+        run.run(["train-expanded-*"])
+    with pytest.raises(SynthError, match="--only nosuchstep: no such step"):
+        run.run(["nosuchstep"])
+
+
+def test_gpus_run_independent_trainings_side_by_side(study, tmp_path):
+    run = StudyRun(study(study_extra="repeats = 2"), tmp_path / "work", "cpu", ["nnunet-synth"], "R",
+                   gpus=["0", "1"])
+    log = tmp_path / "gpus.log"
+    trainings = [s for s in run.chain.steps if s.training]
+    for step in trainings:
+        step.command = [sys.executable, "-c", "import os, sys, time; t = time.time(); time.sleep(1.0); "
+                        f"open({str(log)!r}, 'a').write(f\"{step.name} {{os.environ['CUDA_VISIBLE_DEVICES']}} "
+                        "{t} {time.time()}\\n\")"]
+        step.after = []
+
+    assert run.run([s.name for s in trainings]) == 4
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(r[0] for r in rows) == sorted(s.name for s in trainings)
+    assert {r[1] for r in rows} == {"0", "1"}
+    spans = sorted((float(r[2]), float(r[3])) for r in rows)
+    assert spans[1][0] < spans[0][1]  # the first two overlapped
