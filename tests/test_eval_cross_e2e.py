@@ -144,9 +144,10 @@ def test_cross_eval_end_to_end(demo_run, nnunet_folders, tmp_path, monkeypatch, 
     # One predictor per model for both test sets; nnU-Net's chatter is in the log, not on the terminal.
     assert builds == ["baseline", "augmented"]
     terminal = capfd.readouterr()
-    assert "Predicting" not in terminal.out + terminal.err and "There are" not in terminal.out + terminal.err
+    assert "There are" not in terminal.out + terminal.err and "I am process" not in terminal.out + terminal.err
     log = (out / "predict.log").read_text()
-    assert "--- model augmented on test set B: 3 case(s) to predict" in log and "Predicting case_000" in log
+    assert "--- model augmented on test set B: 3 case(s) to predict" in log
+    assert log.count("There are 1 cases that I would like to predict") == 2 * (4 + 3)  # nnU-Net, case by case
 
     rows = list(csv.DictReader(open(out / "per_case.csv")))
     assert len(rows) == (4 + 3) * 2
@@ -181,6 +182,13 @@ def test_cross_eval_end_to_end(demo_run, nnunet_folders, tmp_path, monkeypatch, 
             pixels = np.asarray(im.convert("L"))
         assert pixels.shape[0] > 50 and pixels.shape[1] > 50 and np.ptp(pixels) > 0
     assert "Wilcoxon" in report and "baseline" in report
+    # 4 and 3 cases: the Wilcoxon test can never reach p < 0.05 (min p 2/2^n), and the report says so
+    for c in comparisons:
+        if math.isfinite(c["wilcoxon_p"]):
+            assert c["wilcoxon_min_p"] >= 2 / 2 ** c["n"] - 1e-12 and "n too small" in c["note"], c
+    assert "**n too small**" in report and "BCa" in report and " ± " in report
+    assert {p.name for p in pngs} >= {"box_A_lesion.png", "paired_A_lesion_augmented.png",
+                                       "paired_B_lesion_augmented.png"}
     run = written["run"]
     assert run["command"] == "nnunet-synth cross-eval (test)" and run["device"] == "cpu"
     assert run["versions"]["nnunetv2"] and run["versions"]["torch"] and run["date"].endswith("+00:00")

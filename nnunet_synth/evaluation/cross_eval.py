@@ -194,7 +194,8 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
 
     comparisons = compare_with_baseline(values, baseline, label_names, n_resamples, confidence, seed, alpha)
     _write_csv(output / "comparisons.csv", comparisons)
-    images = report.write_plots(values, baseline, label_names, tests, output, reader_writer, n_examples)
+    images = report.write_plots(values, baseline, label_names, tests, output, reader_writer, n_examples,
+                                comparisons)
 
     summary = {
         "baseline": baseline,
