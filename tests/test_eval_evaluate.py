@@ -159,6 +159,10 @@ def test_never_overwrites_a_summary_it_did_not_write(three_cases, capsys):
     assert ours["written_by"].startswith("nnunet_synth") and "HD95" in ours["mean"]["1"]
     # A file it wrote itself is simply rewritten.
     assert cli.main(["evaluate", str(ref), str(pred)]) == 0
+    # One written before the marker existed (same keys otherwise) is ours too: old cross-eval folders rerun.
+    old = {k: v for k, v in ours.items() if k != "written_by"}
+    theirs.write_text(json.dumps(old))
+    assert cli.main(["evaluate", str(ref), str(pred)]) == 0
     # Not JSON at all: not ours either.
     theirs.write_text("notes")
     assert cli.main(["evaluate", str(ref), str(pred)]) == 2 and theirs.read_text() == "notes"

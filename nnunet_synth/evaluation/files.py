@@ -20,6 +20,7 @@ from nnunet_synth.errors import SynthError
 
 WRITTEN_BY_KEY = "written_by"
 WRITTEN_BY = f"nnunet_synth {__version__}"
+OLD_SUMMARY_KEYS = {"n_valid", "spacing_unit", "unmatched_predictions"}
 
 
 def _reason(error: BaseException) -> str:
@@ -88,7 +89,10 @@ def written_by_us(path: Path) -> bool:
         content = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return isinstance(content, dict) and str(content.get(WRITTEN_BY_KEY, "")).startswith("nnunet_synth")
+    if not isinstance(content, dict):
+        return False
+    # Summaries written before the marker existed carry these keys, which nnU-Net's never do.
+    return str(content.get(WRITTEN_BY_KEY, "")).startswith("nnunet_synth") or OLD_SUMMARY_KEYS <= set(content)
 
 
 def check_writable_folder(folder: Path, what: str) -> None:

@@ -456,6 +456,7 @@ def write_report_md(path: Path, summary: dict, comparison_rows: list[dict], imag
         lines += [f"### {caption}", "", f"![{caption}]({image.relative_to(path.parent).as_posix()})", ""]
     lines += ["## Files", "", "- `per_case.csv`: one row per test set, model, case and label.",
               "- `summary.json`: means, valid counts, model and test-set descriptions, comparisons.",
-              "- `comparisons.csv`: the paired comparisons above.", ""]
+              "- `comparisons.csv`: the paired comparisons above.",
+              "- `predict.log`: nnU-Net's own output while predicting.", ""]
     write_text_atomic(path, "\n".join(lines))
     return path
