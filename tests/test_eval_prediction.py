@@ -210,3 +210,37 @@ def test_prediction_settings_are_checked():
         PredictionSettings(tile_step_size=0).check()
     with pytest.raises(SynthError, match="-chk best: expected a checkpoint file name"):
         PredictionSettings(checkpoint="best").check()
+
+
+class UnloadablePredictor(WorkingPredictor):
+    def initialize_from_trained_model_folder(self, folder, use_folds, checkpoint_name):
+        raise RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory")
+
+
+def test_a_model_nnunet_cannot_load_is_one_line(test_set, tmp_path, monkeypatch):
+    import nnunetv2.inference.predict_from_raw_data as nnunet_predict
+
+    monkeypatch.setattr(nnunet_predict, "nnUNetPredictor", UnloadablePredictor)
+    out = tmp_path / "p" / "T"
+    with open(tmp_path / "predict.log", "w") as log:
+        with pytest.raises(SynthError, match=r"model 'm': nnU-Net could not load model \(RuntimeError: "
+                                             r"PytorchStreamReader failed.*\); details in .*predict.log"):
+            model_predictor(log=log).predict_missing(test_set, out)
+    assert not staging_folder(out).exists() and not out.exists()
+
+
+def test_records_from_before_chk_and_step_size_are_reused(test_set, tmp_path, monkeypatch):
+    import json
+
+    import nnunetv2.inference.predict_from_raw_data as nnunet_predict
+
+    monkeypatch.setattr(nnunet_predict, "nnUNetPredictor", WorkingPredictor)
+    out = tmp_path / "p" / "T"
+    assert model_predictor().predict_missing(test_set, out) == 3
+    record = json.loads((out / "model.json").read_text())
+    del record["checkpoint"], record["tile_step_size"]  # as the previous version wrote it
+    (out / "model.json").write_text(json.dumps(record))
+    (out / "c.nii.gz").unlink()
+    assert model_predictor().predict_missing(test_set, out) == 1  # nnU-Net's defaults: the same setting
+    with pytest.raises(SynthError, match="holds predictions of another model or setting"):
+        model_predictor(tile_step_size=0.25).predict_missing(test_set, out)

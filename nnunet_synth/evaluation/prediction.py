@@ -118,6 +118,9 @@ def staging_folder(out_folder: Path) -> Path:
     return out_folder.parent / f"{TEMP_PREFIX}{out_folder.name}"
 
 
+RECORD_DEFAULTS = {"checkpoint": "checkpoint_final.pth", "tile_step_size": 0.5}
+
+
 class ModelPredictor:
     """nnU-Net's predictor for one model: built on first use, then kept for every test set.
 
@@ -151,14 +154,26 @@ class ModelPredictor:
             from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
             with self._quiet():
-                predictor = nnUNetPredictor(tile_step_size=self.settings.tile_step_size, use_gaussian=True,
-                                            use_mirroring=self.settings.use_mirroring,
-                                            perform_everything_on_device=self.device.type == "cuda",
-                                            device=self.device, verbose=False, allow_tqdm=False)
-                predictor.initialize_from_trained_model_folder(str(self.model_folder), use_folds=self.spec.folds,
-                                                               checkpoint_name=self.settings.checkpoint)
+                try:
+                    predictor = self._build(nnUNetPredictor)
+                except Exception as e:  # a corrupt or foreign checkpoint, a trainer class that is not found, ...
+                    if self.log is not None:
+                        traceback.print_exception(e, file=self.log)
+                    first = (str(e).strip().splitlines() or [""])[0]
+                    log = f"; details in {self.log.name}" if hasattr(self.log, "name") else ""
+                    raise SynthError(f"model '{self.name}': nnU-Net could not load {self.model_folder} "
+                                     f"({type(e).__name__}: {first}){log}") from None
             self._predictor, self.builds = predictor, self.builds + 1
         return self._predictor
+
+    def _build(self, nnUNetPredictor):
+        predictor = nnUNetPredictor(tile_step_size=self.settings.tile_step_size, use_gaussian=True,
+                                    use_mirroring=self.settings.use_mirroring,
+                                    perform_everything_on_device=self.device.type == "cuda",
+                                    device=self.device, verbose=False, allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(self.model_folder), use_folds=self.spec.folds,
+                                                       checkpoint_name=self.settings.checkpoint)
+        return predictor
 
     def _failed(self, test: TestSet, case: str, error: Exception) -> SynthError:
         if self.log is not None:
@@ -180,7 +195,8 @@ class ModelPredictor:
         """
         record = out_folder / "model.json"
         identity = self.identity()
-        if record.is_file() and read_json(record) != identity:
+        # Records older than -chk and -step_size lack them: those predictions were made with nnU-Net's defaults.
+        if record.is_file() and dict(RECORD_DEFAULTS, **read_json(record)) != identity:
             raise SynthError(f"{out_folder}: holds predictions of another model or setting ({record}); "
                              "delete the folder or choose another -o")
         todo = [c for c in test.cases if not (out_folder / f"{c}{test.file_ending}").is_file()]
