@@ -58,3 +58,17 @@ def test_lung_study_is_the_recipes_chain(converted):
         ("real_only", "baseline", False, None), ("synthetic_only", "expansion", True, None),
         ("real_synthetic", "expansion", False, None), ("real_targeted", "expansion", False, 10)]
     assert study.generators["ddpm"].fit == {"preset": "ct3d"} and study.configuration == "3d_fullres"
+
+
+def test_lung_recipe_script_is_the_builtin_study(converted, tmp_path, capsys):
+    """dataset_conversion/recipe_lung_patch_ddpm.py passes its options on to `nnunet-synth study --builtin lung`."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "dataset_conversion" / "recipe_lung_patch_ddpm.py"
+    spec = importlib.util.spec_from_file_location("recipe_lung_patch_ddpm_under_test", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    assert recipe.main(["--dry-run", "--device", "cpu", "-w", "work"]) == 0
+    assert capsys.readouterr().out.replace(str(tmp_path), "<tmp>") == (SNAPSHOTS / "lung.txt").read_text()
+    assert recipe.main(["other.toml"]) == 2
+    assert "this recipe is the built-in lung study" in capsys.readouterr().err

@@ -133,6 +133,10 @@ def render(results: dict) -> str:
                     lines.append(f"| {test} | {arm} | {_f(means.get('Dice'))} | {_f(means.get('HD95'), 2)} | {label} | "
                                  f"{diff(d)} | {'—' if d is None else _p(d['wilcoxon_p_holm'])} | {diff(h)} | "
                                  f"{'—' if h is None else _p(h['wilcoxon_p_holm'])} |")
+        plots = sorted(Path(run["plots"]).glob("*.png"))
+        if plots:
+            lines += ["", "Plots (cross-eval):", ""]
+            lines += [f"![{p.stem}](cross_eval/{key}/plots/{p.name})" for p in plots]
     lines += ["", "## Over repeats (mean ± sd of the foreground mean)", "",
               "| fold | test set | arm | Dice | HD95 | repeats |", "|---|---|---|---|---|---|"]
     for fold, per_test in results["over_repeats"].items():
