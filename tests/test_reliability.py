@@ -318,3 +318,30 @@ def test_unknown_preprocess_configuration_is_refused_before_anything_is_written(
     refused(capsys, ["expand", "-d", 901, "-s", 902, "-o", 903, "--preprocess", "4d"],
             "--preprocess 4d: not a configuration of", "nnUNetPlans.json (available: 2d)", roots=roots)
     refused(capsys, ["expand", "-d", 901, "-s", 902, "-o", 903, "-c", "2d", "-np", 0], "-np 0", roots=roots)
+
+
+# -- 6. messages ---------------------------------------------------------------------------------------
+def test_twins_errors_get_a_line_of_their_own(tmp_path, capsys, monkeypatch):
+    """An error while twins are preprocessed is printed after the progress bar's line, not on it."""
+    from types import SimpleNamespace
+
+    from nnunet_synth.diffboost import twins
+    from nnunet_synth.manifest import file_hash
+
+    synth, configuration = tmp_path / "Dataset902_Synth", tmp_path / "nnUNetPlans_2d"
+    synth.mkdir()
+    configuration.mkdir()
+    (synth / "synthesis.json").write_text("{}")
+    job = SimpleNamespace(twins={"case_000_syn000": None}, output_folder="")
+    manifest = SimpleNamespace(synthesis_manifest_hash=file_hash(synth / "synthesis.json"))
+    monkeypatch.setattr(twins, "plan_jobs", lambda *args: ([job], manifest, configuration))
+
+    def fails(job):
+        raise SynthError("case_000_syn000.png: the mask of twin 'case_000_syn000' differs")
+
+    monkeypatch.setattr(twins, "preprocess_case", fails)
+    capsys.readouterr()
+    assert main(["twins", "-d", "901", "-s", str(synth), "-c", "2d"]) == 2
+    lines = capsys.readouterr().err.split("\n")
+    assert "preprocessing twins" in lines[-3] and lines[-2].startswith("nnunet-synth twins: error: case_000_syn000"), lines
+    assert [p.name for p in configuration.iterdir()] == []  # the staging folder is gone
