@@ -48,6 +48,13 @@ def test_patch_ddpm_2d_and_3d_through_the_framework(nnunet_folders, tmp_path, ca
         assert cli_main(["fit", "patch-ddpm", "-d", str(real_id), "--fold", "0", "-o", str(model),
                              "--patch-size", patch, *TINY_FIT]) == 0
         assert json.loads((model / "training_cases.json").read_text())["fold"] == 0
+        if real_id == 901:  # a bad --strength: one line, exit 2, no output folder
+            capsys.readouterr()
+            assert cli_main(["generate", "patch-ddpm", "-m", str(model), "-d", "901", "-o", "903", "--mode", "twins",
+                             "-k", "1", "--strength", "1.5", *TINY_SAMPLE]) == 2
+            errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+            assert len(errors) == 1 and "--strength must be in (0, 1], got 1.5" in errors[0], errors
+            assert not list(nnunet_folders.raw.glob("Dataset903_*"))
         assert cli_main(["generate", "patch-ddpm", "-m", str(model), "-d", str(real_id), "-o", str(synth_id),
                                   "--mode", mode, "-k", "2", "--cases", "case_001", "--strength", str(strength),
                                   *TINY_SAMPLE]) == 0
