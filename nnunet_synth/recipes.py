@@ -73,8 +73,11 @@ class StepRunner:
         return recorded is not None and recorded.get("hash") != digest
 
     def run(self, number: int, total: int, name: str, command: list[str], env: dict,
-            digest: str | None = None) -> bool:
-        """Run one step unless its marker holds ``digest`` (default: the command's hash); True if it ran."""
+            digest: str | None = None, details: dict | None = None) -> bool:
+        """Run one step unless its marker holds ``digest`` (default: the command's hash); True if it ran.
+
+        ``details`` (JSON) are kept in the marker, for a later run to see what the step was made from.
+        """
         digest = digest if digest is not None else step_hash(command)
         if self.done(name, digest):
             print(f"[{number}/{total}] {name}: done before, skipped", flush=True)
@@ -88,13 +91,16 @@ class StepRunner:
         if proc.returncode != 0:
             raise SynthError(f"step '{name}' failed (exit {proc.returncode}); fix the cause and rerun "
                              f"{self.rerun_hint} to resume from this step")
-        self.record(name, digest, time.time() - start)
+        self.record(name, digest, time.time() - start, details)
         print(f"[{number}/{total}] {name}: finished in {time.time() - start:.0f} s", flush=True)
         return True
 
-    def record(self, name: str, digest: str, seconds: float) -> None:
+    def record(self, name: str, digest: str, seconds: float, details: dict | None = None) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.marker(name), {"seconds": round(seconds, 1), "hash": digest})
+        content = {"seconds": round(seconds, 1), "hash": digest}
+        if details:
+            content["details"] = details
+        write_json_atomic(self.marker(name), content)
 
 
 def check_workdir_settings(path: Path, settings: dict, describe=None) -> None:

@@ -88,6 +88,13 @@ def test_tiny_study_runs_resumes_and_reruns_what_changed(nnunet_folders, tmp_pat
     assert again.count("done before, skipped") == len(all_steps)
     assert "finished in" not in again
 
+    predictions = workdir / "cross_eval" / "f0_r0" / "predictions"
+
+    def stamps(arm):
+        return {p.name: p.stat().st_mtime_ns for p in sorted((predictions / arm / "validation").glob("*.png"))}
+    baseline_before, expanded_before = stamps("baseline"), stamps("expanded")
+    assert baseline_before and expanded_before
+
     config.write_text(CONFIG.format(synthetic_only="true"))
     changed = run_command(command, env, timeout=900).stdout
     reran = ran_steps(changed)
@@ -96,3 +103,8 @@ def test_tiny_study_runs_resumes_and_reruns_what_changed(nnunet_folders, tmp_pat
     assert changed.count("done before, skipped") == len(all_steps) - 4
     fold0 = json.loads((nnunet_folders.preprocessed / "Dataset961_TinyExpandedF0" / "splits_final.json").read_text())[0]
     assert all("_syn" in c for c in fold0["train"])  # synthetic-only now
+    # cross-eval predicted the retrained arm again and reused the baseline's predictions
+    assert stamps("baseline") == baseline_before
+    expanded_after = stamps("expanded")
+    assert set(expanded_after) == set(expanded_before)
+    assert all(expanded_after[c] > expanded_before[c] for c in expanded_after)

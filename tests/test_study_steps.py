@@ -91,3 +91,24 @@ def test_gpus_run_independent_trainings_side_by_side(study, tmp_path):
     assert {r[1] for r in rows} == {"0", "1"}
     spans = sorted((float(r[2]), float(r[3])) for r in rows)
     assert spans[1][0] < spans[0][1]  # the first two overlapped
+
+
+def finished(run: StudyRun) -> None:
+    """Markers as a finished run leaves them (with the details a command step records)."""
+    for step in run.chain.steps:
+        run.runner.record(step.name, step.digest, 1.0, {"own": step.own_digest,
+                                                         "after": {d: run.chain.by_name[d].digest for d in step.after}})
+
+
+def test_cross_eval_keeps_the_predictions_of_arms_that_did_not_change(study, tmp_path):
+    work = tmp_path / "work"
+    finished(StudyRun(study(), work, "cpu", ["nnunet-synth"], "R"))
+    retrained = StudyRun(study(arm_extra="synthetic_only = true"), work, "cpu", ["nnunet-synth"], "R")
+    cross_eval = retrained.chain.by_name["cross-eval-f0-r0"]
+    assert retrained.runner.changed(cross_eval.name, cross_eval.digest)
+    assert retrained.stale(cross_eval) == [str(work / "cross_eval" / "f0_r0" / "predictions" / "expanded")]
+    # another evaluation setting: cross-eval's own command changed, nothing of the old output is kept
+    other = StudyRun(study(study_extra="", tests="[evaluation]\nbootstrap = 500"), work, "cpu", ["nnunet-synth"], "R")
+    step = other.chain.by_name["cross-eval-f0-r0"]
+    assert other.stale(step) == [str(work / "cross_eval" / "f0_r0")]
+    assert not other.runner.changed("train-baseline-f0-r0", other.chain.by_name["train-baseline-f0-r0"].digest)

@@ -99,10 +99,22 @@ class StudyRun:
         if step.internal:
             return self.run_internal(number, total, step)
         if self.runner.changed(step.name, step.digest):
-            for folder in step.clear:
+            for folder in self.stale(step):
                 if Path(folder).is_relative_to(self.workdir) and Path(folder).exists():
                     shutil.rmtree(folder)  # the study's own output of the old settings
-        return self.runner.run(number, total, step.name, self.command(step), self.env(step, gpu), digest=step.digest)
+        details = {"own": step.own_digest, "after": {d: self.chain.by_name[d].digest for d in step.after}}
+        return self.runner.run(number, total, step.name, self.command(step), self.env(step, gpu), digest=step.digest,
+                               details=details)
+
+    def stale(self, step: Step) -> list[str]:
+        """The folders to remove before a changed step reruns: ``clear``, or only the ``clear_for`` folders of
+        the dependencies that changed when nothing else did (as the marker's details record it)."""
+        before = (self.runner.recorded(step.name) or {}).get("details") or {}
+        now = {d: self.chain.by_name[d].digest for d in step.after}
+        changed = {d for d in now if before.get("after", {}).get(d) != now[d]}
+        if step.clear_for and before.get("own") == step.own_digest and changed <= set(step.clear_for):
+            return [step.clear_for[d] for d in sorted(changed)]
+        return step.clear
 
     def run_internal(self, number: int, total: int, step: Step) -> bool:
         if self.runner.done(step.name, step.digest):

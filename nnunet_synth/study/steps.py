@@ -42,10 +42,13 @@ class Step:
     settings: dict = field(default_factory=dict)      # more hashed settings (e.g. the cases of a fold)
     on_change: list[str] = field(default_factory=list)  # appended when a step that finished before changed
     clear: list[str] = field(default_factory=list)    # folders of the work folder removed before a changed rerun
+    # instead of ``clear``, when only these dependencies changed: the folders that are stale then
+    clear_for: dict = field(default_factory=dict)
     resume: tuple[str, str] | None = None             # (file, flag): flag appended while file exists (resume)
     internal: bool = False                            # runs in the study's own process
     training: bool = False                            # an nnU-Net training (side by side with --gpus)
     digest: str = ""
+    own_digest: str = ""  # without the dependencies' hashes
 
     def shown(self, work: str, shown_work: str) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
@@ -77,6 +80,8 @@ class StudySteps:
             step.digest = step_hash(command,
                                     {k: v.replace(self.work, WORK) for k, v in step.env.items()}, step.settings,
                                     [by_name[d].digest for d in step.after])
+            step.own_digest = step_hash(command, {k: v.replace(self.work, WORK) for k, v in step.env.items()},
+                                        step.settings)
             by_name[step.name] = step
         self.by_name = by_name
 
@@ -298,4 +303,6 @@ class StudySteps:
                       env={"nnUNet_results": self.results(r)},
                       reads=[self.results(r), f"{self.work}/tests/validation_f{f}"]
                       + [t.source if t.is_folder else f"dataset {t.source}" for t in s.tests], writes=[output],
-                      clear=[output]))  # cross-eval reuses existing predictions: a changed model needs new ones
+                      # cross-eval reuses existing predictions: a retrained arm needs new ones, the others' stay
+                      clear=[output], clear_for={f"train-{a.name}-f{f}-r{r}": f"{output}/predictions/{a.name}"
+                                                 for a in s.arms}))
