@@ -19,8 +19,6 @@ from nnunet_synth.commands.options import OUTPUT_KINDS, says_kind
 
 # Modules of the command layer that are helpers, not commands.
 HELPERS = {"main", "runner", "options", "generator_options"}
-# Their owner adopts the -o rule separately; until then their -o is left out of test_o_says_what_it_takes.
-O_RULE_PENDING = {"evaluate", "cross-eval"}
 
 LEAKS = [
     (re.compile(r"%\(|%%|%[sdrf]\b"), "unformatted %"),
@@ -92,7 +90,7 @@ def _option(parser, flag):
     return next((a for a in parser._actions if flag in a.option_strings), None)
 
 
-@pytest.mark.parametrize("title", sorted(t for t in PARSERS if t.split()[0] not in O_RULE_PENDING))
+@pytest.mark.parametrize("title", sorted(PARSERS))
 def test_o_says_what_it_takes(title):
     """-o is a dataset id (-o ID), a folder (-o DIR) or a file (-o FILE), and its help starts by saying which."""
     action = _option(PARSERS[title], "-o")

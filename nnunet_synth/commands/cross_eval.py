@@ -44,6 +44,7 @@ import math
 import shlex
 from pathlib import Path
 
+from nnunet_synth.commands.options import add_output_argument
 from nnunet_synth.errors import SynthError
 from nnunet_synth.evaluation.cross_eval import run_cross_eval
 from nnunet_synth.evaluation.prediction import ModelSpec, PredictionSettings
@@ -82,7 +83,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--test", action="append", required=True, metavar="NAME=DATASET_OR_FOLDER",
                         help="a test set; repeat for each test set")
     parser.add_argument("--baseline", required=True, help="the model NAME the others are compared with")
-    parser.add_argument("-o", "--output", required=True, help="output folder")
+    add_output_argument(parser, "dir", "DIR", "where predictions, per_case.csv, summary.json, report.md and plots go",
+                        "--output", required=True)
     parser.add_argument("--label-map", action="append", metavar="FROM:TO",
                         help="map test label values before evaluation, e.g. 255:1 (repeatable)")
     parser.add_argument("--device", "-device", choices=("auto", "cpu", "cuda"), default="auto",

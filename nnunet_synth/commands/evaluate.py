@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 
+from nnunet_synth.commands.options import add_output_argument
 from nnunet_synth.errors import SynthError
 from nnunet_synth.evaluation.evaluate import evaluate_folders
 
@@ -33,8 +34,8 @@ from nnunet_synth.evaluation.evaluate import evaluate_folders
 def add_arguments(parser) -> None:
     parser.add_argument("ref_folder", help="folder with reference segmentations (e.g. labelsTr)")
     parser.add_argument("pred_folder", help="folder with predicted segmentations, named like the references")
-    parser.add_argument("-o", dest="output", default=None, metavar="FILE.json",
-                        help="output file, JSON (default: PRED_FOLDER/summary.json)")
+    add_output_argument(parser, "file", "FILE.json", "the JSON summary to write (default: PRED_FOLDER/summary.json)",
+                        dest="output", default=None)
     parser.add_argument("-djfile", default=None, help="dataset.json (default: REF_FOLDER/../dataset.json, "
                                                      "else PRED_FOLDER/dataset.json)")
     parser.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default 1)")
