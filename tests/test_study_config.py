@@ -121,3 +121,10 @@ def test_every_problem_one_line_each_and_nothing_runs(tmp_path, real, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith(f"nnunet-synth study: error: {path}: ") for line in err)
     assert not workdir.exists()
+
+
+def test_a_dataset_id_the_study_would_write_is_taken(tmp_path, real, nnunet_folders, capsys):
+    fake_raw(nnunet_folders.raw, 953, "Someone", n_cases=2)  # the expanded dataset's id (951 + 2)
+    assert main(["study", str(config(tmp_path)), "-w", str(tmp_path / "work"), "--device", "cpu", "--dry-run"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "dataset id 953 is taken by Dataset953_Someone" in err[0] and "first_id" in err[0]

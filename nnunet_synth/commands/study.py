@@ -73,6 +73,11 @@ def run(args) -> int:
         resolve_device("cuda")
     self_command = ["nnunet-synth", "study", *source, "-w", str(workdir), "--device", device]
     runner = StudyRun(study, workdir, device, self_command, rerun_hint=" ".join(self_command), gpus=gpus)
+    taken = runner.chain.foreign_datasets()
+    if taken:
+        for problem in taken:
+            print(f"nnunet-synth study: error: {study.path}: {problem}", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(dry_run_text(runner.chain, shown_work))
         return 0

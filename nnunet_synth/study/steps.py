@@ -102,6 +102,29 @@ class StudySteps:
             next_id += 1
         return ids
 
+    def written_datasets(self) -> dict[int, str]:
+        """id -> name of every raw dataset the study writes."""
+        out = {}
+        for step in self.steps:
+            for path in step.writes:
+                m = re.fullmatch(r"\$nnUNet_raw/Dataset(\d+)_(.+)", path)
+                if m:
+                    out[int(m.group(1))] = m.group(2)
+        return out
+
+    def foreign_datasets(self) -> list[str]:
+        """The ids the study would write that hold another dataset (the study overwrites only its own)."""
+        import os
+
+        root = Path(os.environ.get("nnUNet_raw", ""))
+        problems = []
+        for dataset_id, name in sorted(self.written_datasets().items()):
+            for found in sorted(root.glob(f"Dataset{dataset_id:03d}_*")):
+                if found.name != f"Dataset{dataset_id:03d}_{name}":
+                    problems.append(f"dataset id {dataset_id} is taken by {found.name} (the study writes "
+                                    f"Dataset{dataset_id:03d}_{name}); set [study] first_id to free ids")
+        return problems
+
     def raw(self, dataset_id: int, name: str) -> str:
         return f"$nnUNet_raw/Dataset{dataset_id:03d}_{name}"
 
