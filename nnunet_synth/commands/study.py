@@ -68,9 +68,9 @@ def run(args) -> int:
         return 2
     shown_work = args.workdir or f"study_{study.name}"
     workdir = Path(shown_work).resolve()
-    device = "cuda" if gpus else resolve_device(args.device)
-    if gpus:
-        resolve_device("cuda")
+    if gpus and args.device == "cpu":
+        raise SynthError("--gpus and --device cpu contradict each other; give one")
+    device = resolve_device("cuda" if gpus else args.device)
     self_command = ["nnunet-synth", "study", *source, "-w", str(workdir), "--device", device]
     runner = StudyRun(study, workdir, device, self_command, rerun_hint=" ".join(self_command), gpus=gpus)
     taken = runner.chain.foreign_datasets()

@@ -80,7 +80,8 @@ class StudyRun:
 
         env = dict(os.environ)
         env.setdefault("nnUNet_extTrainer", trainer_folder())
-        env.setdefault("nnUNet_compile", "false" if self.chain.device == "cpu" else env.get("nnUNet_compile", "true"))
+        if self.chain.device == "cpu":
+            env.setdefault("nnUNet_compile", "false")  # compiling costs more than a CPU training of a study saves
         env.update(step.env)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
