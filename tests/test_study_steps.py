@@ -112,3 +112,13 @@ def test_cross_eval_keeps_the_predictions_of_arms_that_did_not_change(study, tmp
     step = other.chain.by_name["cross-eval-f0-r0"]
     assert other.stale(step) == [str(work / "cross_eval" / "f0_r0")]
     assert not other.runner.changed("train-baseline-f0-r0", other.chain.by_name["train-baseline-f0-r0"].digest)
+
+
+def test_generate_options_reach_the_command(study, tmp_path):
+    path = config(tmp_path)
+    path.write_text(path.read_text().replace('k = 1 }', 'k = 2, seed = 7, strength = 0.5, sampling = "full" }'))
+    run = StudyRun(load_config(path), tmp_path / "work", "cpu", ["nnunet-synth"], "R")
+    command = run.chain.by_name["generate-ddpm-f0"].command
+    words = " ".join(command)
+    assert "--mode twins -k 2 --seed 7" in words and "--strength 0.5 --sampling full" in words
+    assert command[command.index("--cases") + 1:] == sorted(run.chain.folds[0]["train"])
