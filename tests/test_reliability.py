@@ -180,6 +180,9 @@ def test_dataset_ids_nnunet_cannot_use_are_refused_before_anything_is_written(mh
     refused(capsys, generate_argv(model, 902), "already used by", "Dataset902_Tiny3DStandIn", roots=roots)
     refused(capsys, ["expand", "-d", 911, "-s", 902, "-o", 902, "--overwrite"], "one of the input datasets",
             roots=roots)
+    make_raw_dataset_2d(folders.raw, 905, n_cases=1, shape=(8, 8))  # --overwrite never replaces another dataset
+    refused(capsys, ["expand", "-d", 911, "-s", 902, "-o", 905, "--overwrite"], "already used by",
+            "Dataset905_Tiny2D, which `nnunet-synth expand` did not write", roots=roots)
     refused(capsys, generate_argv(model, 921, "--name", "has space"), "a dataset name must be", roots=roots)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from nnunet_synth.atomic import check_writable, read_json
 from nnunet_synth.errors import SynthError
-from nnunet_synth.manifest import MANIFEST_FILE, Manifest, merge_manifests
+from nnunet_synth.manifest import EXPANSION_FILE, MANIFEST_FILE, Manifest, merge_manifests
 from nnunet_synth.raw_dataset import RawDataset, check_new_dataset, check_same_geometry, dataset_id_of, read_with
 
 
@@ -121,13 +121,15 @@ def output_folders(inputs: ExpansionInputs, roots: tuple[Path, Path], output_id:
     inputs_resolved = {ds.folder.resolve() for ds in [inputs.real, *inputs.synthetic]}
     if inputs_resolved & {p.resolve() for p in in_use}:
         raise SynthError(f"-o {output_id}: that id is one of the input datasets")
-    # --overwrite replaces the raw and preprocessed folders; trained results under another name would make the
-    # id ambiguous for nnU-Net.
-    replaceable = {p for root in roots if root.is_dir() for p in root.glob(f"Dataset{output_id:03d}_*")}
+    # --overwrite replaces an earlier expansion of this name (raw and preprocessed folders); any other dataset
+    # with this id (a real one, trained results under another name) is never replaced.
+    replaceable = {p for root in roots if root.is_dir() for p in root.glob(f"Dataset{output_id:03d}_*")
+                   if p.name == out_name and (p / EXPANSION_FILE).is_file()}
     others = [p for p in in_use if p not in replaceable and p.name != out_name]
+    others += [p for p in in_use if p.name == out_name and p.parent in roots and p not in replaceable]
     if others:
-        raise SynthError(f"-o {output_id}: dataset id {output_id} is already used by {others[0]}; "
-                         f"choose another -o id")
+        raise SynthError(f"-o {output_id}: dataset id {output_id} is already used by {others[0]}, which "
+                         f"`nnunet-synth expand` did not write; choose another -o id")
     existing = sorted(p for p in in_use if p in replaceable)
     if existing and not overwrite:
         raise SynthError(f"{existing[0]}: dataset id {output_id} already exists (use --overwrite to replace it)")
