@@ -332,7 +332,7 @@ def _parse_arms(table: dict, generators: dict, folds, problems: list[str]) -> tu
             continue
         generator = a.get("generator")
         if use == "baseline":
-            if set(a) - {"use", "trainer"}:
+            if (set(a) & SECTIONS["arms"]) - {"use", "trainer"}:  # unknown keys are reported once, above
                 problems.append(f"{where}: a baseline arm takes only 'trainer'")
         elif generator not in generators:
             problems.append(f"{where}: unknown generator {generator!r} (the config's generators: "
