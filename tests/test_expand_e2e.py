@@ -12,11 +12,12 @@ from nnunet_synth.splits import default_folds
 from nnunet_synth.testing import make_standin_synthetic_dataset
 
 
-def in_process_split(dataset_name: str, fold: int):
-    """nnUNetTrainerSynthExpand's do_split, run in this process on the preprocessed expanded dataset."""
+def in_process_split(dataset_name: str, fold: int, trainer: str = "nnUNetTrainerSynthExpand"):
+    """A trainer's do_split (nnUNetTrainerSynthExpand's by default), run in this process on the preprocessed
+    expanded dataset."""
     from nnunetv2.run.run_training import get_trainer_from_args
 
-    trainer = get_trainer_from_args(dataset_name, "2d", fold, "nnUNetTrainerSynthExpand", device=torch.device("cpu"))
+    trainer = get_trainer_from_args(dataset_name, "2d", fold, trainer, device=torch.device("cpu"))
     return trainer.do_split()
 
 
@@ -43,18 +44,22 @@ def test_expand_writes_leak_free_folds_and_refuses_leaky_ones(planned_tiny_2d, n
     manifest = json.loads((expanded / "synthesis.json").read_text())
     sources = {k: v["source_case"] for k, v in manifest["cases"].items()}
     assert len(splits) == 5
-    for real_fold, fold in zip(folds, splits):
+    for i, (real_fold, fold) in enumerate(zip(folds, splits)):
         assert set(fold["val"]) == set(real_fold["val"])           # validation: real cases only, as before
         assert not set(fold["val"]) & set(sources)
         syn_train = [c for c in fold["train"] if c in sources]
-        assert syn_train and all(sources[c] not in fold["val"] for c in syn_train)
+        assert all(sources[c] not in fold["val"] for c in syn_train)
         assert set(real_fold["train"]) <= set(fold["train"])
-        assert len(syn_train) == 2 * len(real_fold["train"])
+        # folds 1-4 are refused: their entries hold real cases only, so the split file itself is leak-free
+        assert len(syn_train) == (2 * len(real_fold["train"]) if i == 0 else 0)
 
     # fold 1 validates on cases the generator was trained on: refused. The trainer's own do_split runs
     # in process (test_expanded_model_trains_validates_and_predicts shows nnUNetv2_train calls it).
     with pytest.raises(SynthError, match="fold 1 of Dataset903_Tiny2DExpanded was refused"):
         in_process_split(expanded.name, 1)
+    # any other trainer reads the same splits_final.json: fold 1 trains on real cases only
+    train, val = in_process_split(expanded.name, 1, "nnUNetTrainer")
+    assert sorted(train) == sorted(folds[1]["train"]) and sorted(val) == sorted(folds[1]["val"])
     # a splits_final.json edited by hand after expand: fold 0 now validates on a case the generator
     # was trained on (its synthetic cases taken out of training)
     splits_file = nnunet_folders.preprocessed / expanded.name / "splits_final.json"
