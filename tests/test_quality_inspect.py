@@ -127,12 +127,20 @@ def test_consistency_filter_memorization_and_report(inspect_env, capsys):
                                "--device", "cpu")
     assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
 
-    # Without a baseline: memorization and intensities only; synthesis.json is left as it is.
+    # Without a baseline, with DINOv2 features: memorization and intensities only; synthesis.json is left as it is.
+    from nnunet_synth.testing.tiny_dinov2 import write_tiny_dinov2
+
     before = (synth / "synthesis.json").read_bytes()
-    code, _, err = run_inspect(capsys, synth.name, "--fold", 0, "--device", "cpu")
+    dinov2 = write_tiny_dinov2(env.tmp / "dinov2")
+    code, _, err = run_inspect(capsys, synth.name, "--fold", 0, "--device", "cpu", "--dinov2", dinov2)
     assert code == 0, err
     assert (synth / "synthesis.json").read_bytes() == before
     assert "No baseline given" in (report_folder / "report.md").read_text()
+    summary = json.loads((report_folder / "summary.json").read_text())
+    assert summary["similarity_measure"] == "dinov2 cosine" and summary["baseline"] is None
+    copies = {r["case"]: r for r in summary["cases"]}
+    assert copies["phA_0001_syn000"]["nearest_real"] == "phA_0001"
+    assert copies["phA_0001_syn000"]["similarity"] == pytest.approx(1.0, abs=1e-6)
 
 
 @pytest.mark.e2e
