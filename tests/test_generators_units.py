@@ -126,3 +126,37 @@ def test_worst_cases_ranks_by_mean_foreground_dice(tmp_path):
         worst_cases(tmp_path, 1, ".png", list("abcd"))
     with pytest.raises(SynthError, match="no fold_"):
         worst_cases(tmp_path / "fold_0", 1, ".png", list("abcde"))
+
+
+# -- checks of what is written ---------------------------------------------------------
+def test_a_generated_image_must_be_finite_and_fit_the_source_dtype():
+    from nnunet_synth.errors import GeneratorError
+    from nnunet_synth.generators.generate import check_written_range
+
+    check_written_range(np.array([[-0.4, 255.4]]), np.uint8, "G", "case_000")  # rounds into range
+    check_written_range(np.array([[-3e4, 3e4]]), np.int16, "G", "case_000")
+    for image, dtype, message in ((np.array([[0.0, 255.6]]), np.uint8, "outside the range of its data type uint8"),
+                                  (np.array([[-1.0, 3.0]]), np.uint16, "values -1 to 3"),
+                                  (np.array([[0.0, np.nan]]), np.float32, "NaN or infinite"),
+                                  (np.array([[0.0, 1e39]]), np.float32, "outside the range of its data type float32")):
+        with pytest.raises(GeneratorError, match=message) as e:
+            check_written_range(image, dtype, "G", "case_000")
+        assert isinstance(e.value, SynthError) and "generator G" in str(e.value) and "'case_000'" in str(e.value)
+
+
+def test_non_finite_intensities_and_geometry_are_named():
+    from nnunet_synth.raw_dataset import check_finite, check_same_geometry
+
+    check_finite(np.zeros((2, 3, 3), np.float32), ["a.mha", "b.mha"], "c")
+    bad = np.zeros((2, 3, 3), np.float32)
+    bad[1, 0, 0] = -np.inf
+    with pytest.raises(SynthError, match=r"^b.mha: 1 voxel\(s\) are NaN or infinite \(case 'c'\)"):
+        check_finite(bad, ["a.mha", "b.mha"], "c")
+    props = {"spacing": (1.0, 1.0), "sitk_stuff": {"spacing": (1.0, 1.0), "origin": (0.0, 0.0),
+                                                   "direction": (1.0, 0.0, 0.0, 1.0)}}
+    check_same_geometry(props, {"spacing": (1.0, 1.0)}, "l.png", "i.png")   # no origin to compare: spacing only
+    moved = {**props, "sitk_stuff": {**props["sitk_stuff"], "origin": (0.0, 0.01)}}
+    with pytest.raises(SynthError, match=r"^l.nii: origin \(0.0, 0.01\) differs from i.nii's \(0.0, 0.0\)$"):
+        check_same_geometry(moved, props, "l.nii", "i.nii")
+    with pytest.raises(SynthError, match="spacing"):
+        check_same_geometry({**props, "spacing": (1.0, 1.1)}, props, "l.nii", "i.nii")

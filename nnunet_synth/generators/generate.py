@@ -227,7 +227,7 @@ def check_written_range(image: np.ndarray, dtype, who: str, source_id: str) -> N
                              f"'{source_id}'; nothing was written for it (is the model diverged? refit it)")
     info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else np.finfo(dtype)
     margin = 0.5 if np.issubdtype(dtype, np.integer) else 0.0
-    if low < info.min - margin or high > info.max + margin:
+    if low < float(info.min) - margin or high > float(info.max) + margin:
         raise GeneratorError(f"generator {who} gave an image with values {low:g} to {high:g} for source case "
                              f"'{source_id}', outside the range of its data type {dtype} "
                              f"({info.min:g} to {info.max:g}); nothing was written for it")
