@@ -348,3 +348,23 @@ def test_twins_errors_get_a_line_of_their_own(tmp_path, capsys, monkeypatch):
     lines = capsys.readouterr().err.split("\n")
     assert "preprocessing twins" in lines[-3] and lines[-2].startswith("nnunet-synth twins: error: case_000_syn000"), lines
     assert [p.name for p in configuration.iterdir()] == []  # the staging folder is gone
+
+
+def test_a_file_system_failure_under_a_command_is_one_line(capsys):
+    """What the up-front checks cannot see (a disk that fills, a mount that turns read-only) is still one line."""
+    import errno
+
+    from nnunet_synth.commands.runner import run_parsed
+
+    def fails(error):
+        def run(args):
+            raise error
+        return run
+
+    capsys.readouterr()
+    assert run_parsed("generate", fails(OSError(errno.ENOSPC, "No space left on device", "/data/x.nii.gz")), None) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nnunet-synth generate: error: /data/x.nii.gz: No space left on device; check that the output "
+                   "location exists, is writable and has free space, then rerun the same command"]
+    with pytest.raises(ConnectionResetError):  # not a file-system problem: a bug, with its traceback
+        run_parsed("generate", fails(ConnectionResetError(errno.ECONNRESET, "reset")), None)
