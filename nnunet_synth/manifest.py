@@ -118,14 +118,14 @@ def hash_model_folder(folder: str | os.PathLike) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def training_cases_hash(real_dataset: str, cases) -> str:
+def training_cases_hash(cases) -> str:
     """The hash that ties a manifest's ``trained_on`` to the model folder's training_cases.json.
 
-    It covers the real dataset and the sorted case ids, so it can be recomputed
-    from either file: a ``trained_on`` edited by hand, or a model folder whose
+    It covers the sorted case ids, so it can be recomputed from either file:
+    a ``trained_on`` edited by hand, or a model folder whose
     training_cases.json lists other cases, no longer matches.
     """
-    text = json.dumps({"dataset": real_dataset, "cases": sorted(str(c) for c in cases)}, sort_keys=True)
+    text = json.dumps(sorted(str(c) for c in cases))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -137,7 +137,7 @@ class GeneratorRecord:
     model_hash: str
     trained_on: list[str]
     parameters: dict = field(default_factory=dict)
-    # training_cases_hash(real dataset, trained_on), as in the model folder's training_cases.json
+    # training_cases_hash(trained_on), as of the model folder's training_cases.json
     training_cases_hash: str = ""
 
 
@@ -207,7 +207,7 @@ class Manifest:
         for gid, g in self.generators.items():
             if not isinstance(g.trained_on, list) or not all(isinstance(c, str) for c in g.trained_on):
                 raise SynthError(f"{where}: generator '{gid}': 'trained_on' must be a list of case ids")
-            if g.training_cases_hash != training_cases_hash(self.real_dataset, g.trained_on):
+            if g.training_cases_hash != training_cases_hash(g.trained_on):
                 raise SynthError(f"{where}: generator '{gid}': 'trained_on' does not match its "
                                  f"training_cases_hash{'' if g.training_cases_hash else ' (missing)'}; the leakage "
                                  f"checks cannot trust it: regenerate the dataset with nnunet-synth generate")
@@ -237,7 +237,10 @@ class Manifest:
             record = read_json(record_file)
             cases = record.get("cases") if isinstance(record, dict) else None
             dataset = record.get("dataset") if isinstance(record, dict) else None
-            if not isinstance(cases, list) or training_cases_hash(dataset, cases) != g.training_cases_hash:
+            if dataset != self.real_dataset:
+                raise SynthError(f"{where}: generator '{gid}': its model folder was trained on {dataset} "
+                                 f"({record_file}), not on {self.real_dataset}; regenerate the dataset")
+            if not isinstance(cases, list) or training_cases_hash(cases) != g.training_cases_hash:
                 raise SynthError(f"{where}: generator '{gid}': 'trained_on' differs from the cases in {record_file}; "
                                  f"the model folder was retrained or replaced since this dataset was generated: "
                                  f"regenerate it")

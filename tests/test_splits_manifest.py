@@ -30,7 +30,7 @@ def test_seed_depends_only_on_base_seed_case_and_k():
 def _manifest(trained_on=("c00",)):
     m = Manifest("Dataset001_Real")
     m.generators["g"] = GeneratorRecord("patch-ddpm", "0.1", "/m", "sha256:x", list(trained_on), {"k": 1},
-                                        training_cases_hash("Dataset001_Real", trained_on))
+                                        training_cases_hash(trained_on))
     m.cases["c01_syn000"] = SyntheticCase("g", "c01", "twin", 5)
     m.cases["c02_new000"] = SyntheticCase("g", "c02", "new", 6, kept=False)
     return m

@@ -149,7 +149,7 @@ def generate_dataset(job: GenerateJob, settings) -> Path:
         name=job.generator, version=str(generator_class.version or __version__),
         model_folder=str(model_dir), model_hash=hash_model_folder(model_dir),
         trained_on=list(record["cases"]), parameters=_parameters(job, sources, selection, record, settings),
-        training_cases_hash=training_cases_hash(record["dataset"], record["cases"]))
+        training_cases_hash=training_cases_hash(record["cases"]))
     identity = synthetic_dataset.manifest_identity(real.name, generator_record)
     status = "new" if job.overwrite else synthetic_dataset.folder_state(folder, identity)
     if status == "conflict":

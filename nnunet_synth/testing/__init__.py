@@ -154,7 +154,7 @@ def make_standin_synthetic_dataset(real_folder: str | os.PathLike, raw_root: str
     manifest.generators["standin"] = GeneratorRecord(
         name="standin-noise", version="1", model_folder="", model_hash="", trained_on=sorted(trained_on or []),
         parameters={"k": k, "base_seed": base_seed, "noise": noise},
-        training_cases_hash=training_cases_hash(real.name, trained_on or []))
+        training_cases_hash=training_cases_hash(trained_on or []))
     for source in cases or real.case_ids():
         for i in range(k):
             case_id = synthetic_case_id(source, "twin", i)
