@@ -176,7 +176,7 @@ def test_output_is_a_json_file(three_cases, tmp_path, capsys):
     assert "ending in .json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--help"])
-    assert "output file, JSON" in capsys.readouterr().out
+    assert "a file: the JSON summary to write" in " ".join(capsys.readouterr().out.split())
 
 
 def test_chill_scores_the_predicted_cases_and_lists_the_missing(three_cases, capsys):
