@@ -206,6 +206,27 @@ def test_resumed_fit_equals_uninterrupted_fit(tmp_path, monkeypatch, schedule):
         assert any(not torch.equal(two[k], once[k]) for k in once)  # steps 3 and 4 did change the weights
 
 
+def test_a_folder_without_its_checkpoint_is_never_retrained(model_2d, tmp_path):
+    """After rm -r MODEL/checkpoint the trained weights stay: the same command has nothing to do, others are refused."""
+    model_dir, cases = model_2d
+    trained = json.loads((model_dir / folder.CONFIG_NAME).read_text())["steps_trained"]
+    copy = tmp_path / "no_checkpoint"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoint"))
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+
+    def unchanged():
+        assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+    PatchDDPMGenerator.fit(cases, [0, 1, 2], copy, options(f"--train-steps {trained}"))
+    unchanged()
+    with pytest.raises(SynthError, match=f"already trained for {trained} steps, more than --train-steps 1"):
+        PatchDDPMGenerator.fit(cases, [0, 1, 2], copy, options("--train-steps 1"))
+    unchanged()
+    with pytest.raises(SynthError, match=f"trained for {trained} steps but no checkpoint/ to continue from"):
+        PatchDDPMGenerator.fit(cases, [0, 1, 2], copy, options(f"--train-steps {trained + 2}"))
+    unchanged()
+
+
 def test_rerun_with_other_settings_is_refused(model_2d, tmp_path):
     model_dir, cases = model_2d
     with pytest.raises(SynthError, match="different settings.*network"):

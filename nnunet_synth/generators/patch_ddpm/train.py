@@ -237,6 +237,19 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
         config["steps_trained"] = saved.get("steps_trained", 0)
     else:
         config["steps_trained"] = 0
+    # Decided before anything is written: how far the folder is, from its weights and from its checkpoint.
+    checkpoint = _checkpoint_dir(model_dir)
+    start_step = json.loads((checkpoint / "progress.json").read_text())["step"] if checkpoint is not None else 0
+    done_before = max(config["steps_trained"], start_step)
+    if done_before > settings.train_steps:
+        raise SynthError(f"model folder {model_dir} is already trained for {done_before} steps, more than "
+                         f"--train-steps {settings.train_steps}; use another -o folder to train a shorter model")
+    if config["steps_trained"] == settings.train_steps and (model_dir / folder.WEIGHTS_PATH).is_file():
+        return  # already complete: a rerun with the same settings has nothing to do
+    if checkpoint is None and config["steps_trained"] > 0:
+        raise SynthError(f"model folder {model_dir} holds a model trained for {config['steps_trained']} steps but "
+                         f"no {folder.CHECKPOINT_NAME}/ to continue from; use another -o folder to train "
+                         f"for {settings.train_steps} steps")
     model_dir.mkdir(parents=True, exist_ok=True)
 
     on_cpu = options.cpu or not torch.cuda.is_available()
@@ -258,16 +271,10 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
 
-    start_step = 0
-    checkpoint = _checkpoint_dir(model_dir)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        start_step = json.loads((checkpoint / "progress.json").read_text())["step"]
         if ema is not None:
             ema.to(accelerator.device)
-    if start_step > settings.train_steps:
-        raise SynthError(f"model folder {model_dir} is already trained for {start_step} steps, more than "
-                         f"--train-steps {settings.train_steps}; use another -o folder to train a shorter model")
 
     ddpm = DDPMScheduler.from_config(config["scheduler"])
     patches = PatchSampler(cases, settings.patch_size, settings.foreground_fraction, settings.seed)
@@ -300,8 +307,6 @@ def fit_model(cases: list[TrainingCase], labels: list[int], model_dir: Path, opt
         if done % settings.checkpoint_every == 0 or done == settings.train_steps:
             _save_checkpoint(accelerator, model_dir, done)
 
-    if config["steps_trained"] == settings.train_steps and (model_dir / folder.WEIGHTS_PATH).is_file():
-        return  # already complete: a rerun with the same settings has nothing to do
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(network)
         if ema is not None:
