@@ -178,9 +178,10 @@ def accelerate_generate(arguments: list[str], env: dict) -> subprocess.Completed
 # The longest tests, longest first (seconds on 2 idle cores). ``make test`` runs the suite on two
 # xdist workers with --dist loadgroup, which hands out tests in this order as workers free up:
 # starting the longest ones first lets both workers finish at about the same time.
-LONGEST_FIRST = ("test_demo_e2e.py", "test_study_e2e.py", "test_diffboost_e2e.py", "test_expand_e2e.py",
-                 "test_eval_cross_e2e.py", "test_diffboost_3d.py", "test_resume_write.py",
-                 "test_discovery_and_doctor.py", "test_sd_inpaint.py", "test_controlnet.py")
+LONGEST_FIRST = ("test_demo_e2e.py", "test_study_e2e.py", "test_meddiff_ft.py", "test_reliability.py",
+                 "test_diffboost_e2e.py", "test_expand_e2e.py", "test_eval_cross_e2e.py", "test_quality_inspect.py",
+                 "test_diffboost_3d.py", "test_resume_write.py", "test_discovery_and_doctor.py", "test_sd_inpaint.py",
+                 "test_controlnet.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

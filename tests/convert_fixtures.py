@@ -390,20 +390,6 @@ def lidc(root, broken: bool = False, seed: int = 0):
 
 
 # ---- helpers for tests ------------------------------------------------------------------------------
-def inline_verify(monkeypatch) -> None:
-    """Make verify_dataset_integrity run its checks in threads of this process.
-
-    The checks are unchanged; only the spawned process pool (seconds of
-    start-up per call, on tiny data) is replaced by multiprocessing.dummy.
-    """
-    import multiprocessing.dummy
-    import types
-
-    import nnunetv2.experiment_planning.verify_dataset_integrity as vdi
-
-    monkeypatch.setattr(vdi, "multiprocessing", types.SimpleNamespace(get_context=lambda method=None: multiprocessing.dummy))
-
-
 def read_png(path) -> np.ndarray:
     from PIL import Image
 

@@ -11,11 +11,6 @@ from nnunet_synth.convert.run import run_converter
 import convert_fixtures as fixtures
 
 
-@pytest.fixture(autouse=True)
-def _inline_verify(monkeypatch):
-    fixtures.inline_verify(monkeypatch)
-
-
 def _labels(folder, sub="labelsTr"):
     return {p.name.split(".")[0]: fixtures.read_png(p) for p in (folder / sub).iterdir()}
 

@@ -20,11 +20,6 @@ import convert_fixtures as fixtures
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _inline_verify(monkeypatch):
-    fixtures.inline_verify(monkeypatch)
-
-
 def test_binarize_accepts_one_foreground_value_and_rejects_anti_aliasing(tmp_path):
     for fg in (1, 255, 38):
         values = np.array([[0, fg], [fg, 0]], np.uint8)

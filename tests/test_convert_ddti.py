@@ -16,11 +16,6 @@ import convert_fixtures as fixtures
 REAL = Path(os.environ.get("NNUNET_SYNTH_DDTI_CROP", "/work/shared/data/ddti_crop"))
 
 
-@pytest.fixture(autouse=True)
-def _inline_verify(monkeypatch):
-    fixtures.inline_verify(monkeypatch)
-
-
 def _check_grouped_output(folder: Path, preprocessed: Path, n_cases: int, n_patients: int):
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 

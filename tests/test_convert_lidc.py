@@ -12,11 +12,6 @@ from nnunet_synth.convert.run import run_converter
 import convert_fixtures as fixtures
 
 
-@pytest.fixture(autouse=True)
-def _inline_verify(monkeypatch):
-    fixtures.inline_verify(monkeypatch)
-
-
 def _read(path):
     import SimpleITK as sitk
 

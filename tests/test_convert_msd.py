@@ -10,11 +10,6 @@ from nnunet_synth.convert.run import run_converter
 import convert_fixtures as fixtures
 
 
-@pytest.fixture(autouse=True)
-def _inline_verify(monkeypatch):
-    fixtures.inline_verify(monkeypatch)
-
-
 def test_msd_task_through_nnunet_converter(tmp_path, nnunet_folders, capsys):
     src, expected = fixtures.msd(tmp_path)
     folder = run_converter(load_converter("msd"), src, 530)

@@ -12,11 +12,6 @@ from nnunet_synth.convert.splits import check_grouped
 import convert_fixtures as fixtures
 
 
-@pytest.fixture(autouse=True)
-def _inline_verify(monkeypatch):
-    fixtures.inline_verify(monkeypatch)
-
-
 def test_tucc_frames_grouped_by_patient(tmp_path, nnunet_folders):
     src, expected = fixtures.tucc(tmp_path)
     folder = run_converter(load_converter("tucc"), src, 520)

@@ -112,18 +112,11 @@ def make(root, **kw):
     return make_phantom_datasets(root, **args)
 
 
-def test_datasets_pass_nnunet_checks_and_are_byte_identical_for_a_seed(tmp_path, monkeypatch):
-    from multiprocessing.pool import ThreadPool
-    from types import SimpleNamespace
-
+def test_datasets_pass_nnunet_checks_and_are_byte_identical_for_a_seed(tmp_path):
     from nnunetv2.experiment_planning import verify_dataset_integrity as vdi
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-    # nnU-Net's check runs its per-case checks in a spawned process pool, which here
-    # costs far more (a fresh interpreter importing torch) than the checks; threads run
-    # the same checks.
-    monkeypatch.setattr(vdi, "multiprocessing", SimpleNamespace(get_context=lambda method: SimpleNamespace(Pool=ThreadPool)))
-    verify_dataset_integrity = vdi.verify_dataset_integrity
+    verify_dataset_integrity = vdi.verify_dataset_integrity  # in threads (conftest's integrity_check_in_threads)
 
     written = make(tmp_path / "one")
     assert list(written) == ["Dataset950_PhantomA", "Dataset951_PhantomTestA", "Dataset952_PhantomTestB",
