@@ -109,3 +109,19 @@ def read_json(path: str | os.PathLike, hint: str = ""):
 def same_json(a, b) -> bool:
     """Equality after a JSON round trip (tuples become lists, keys become strings)."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from open() under this process's umask (0644 under the usual 022)."""
+    # os.umask is the only portable way to read the umask; it is set back at once.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def give_files_the_umask_mode(folder: str | os.PathLike) -> None:
+    """Every file under ``folder`` gets ``new_file_mode()``: safetensors writes its files 0600."""
+    mode = new_file_mode()
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            path.chmod(mode)

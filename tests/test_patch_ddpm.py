@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_synth.atomic import new_file_mode
 from nnunet_synth.commands.generator_options import add_settings_arguments, settings_from_args
 from nnunet_synth.errors import SynthError
 from nnunet_synth.generators.base import GenerationRequest, TrainingCase
@@ -404,7 +405,7 @@ def test_weights_and_checkpoint_files_get_the_umask_mode(model_2d, tmp_path):
     modes = {p.relative_to(model_dir).as_posix(): stat.S_IMODE(p.stat().st_mode)
              for p in model_dir.rglob("*") if p.is_file()}
     assert {folder.WEIGHTS_PATH, "checkpoint/model.safetensors"} <= set(modes)
-    assert set(modes.values()) == {folder.file_mode()}, modes
+    assert set(modes.values()) == {new_file_mode()}, modes
 
     from nnunet_synth.generators.patch_ddpm.network import build_network, network_kwargs
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 
 import numpy as np
 import pytest
 
 from conftest import use_planned
+from nnunet_synth.atomic import new_file_mode
 from nnunet_synth.commands.main import main as cli_main
 from nnunet_synth.errors import SynthError
 from nnunet_synth.manifest import Manifest
@@ -79,6 +81,9 @@ def test_fit_and_generate_commands_9_channel(planned_tiny_2d, nnunet_folders, ti
     assert config["unet_in_channels"] == 9 and config["steps_trained"] == 2 and config["resolution"] == 64
     assert (model / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert sorted(p.name for p in (model / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    # weights and checkpoints get the mode of the other outputs (safetensors alone writes 0600)
+    modes = {p.relative_to(model).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in model.rglob("*") if p.is_file()}
+    assert "checkpoints/checkpoint-2/model.safetensors" in modes and set(modes.values()) == {new_file_mode()}, modes
     trained_on = json.loads((model / "training_cases.json").read_text())["cases"]
 
     assert cli_main(["generate", "sd-inpaint", "-m", str(model), "-d", "901", "-o", "902", "--mode", "inpaint",

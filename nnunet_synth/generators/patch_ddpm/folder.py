@@ -26,7 +26,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from nnunet_synth.atomic import TEMP_PREFIX, read_json, write_json_atomic
+from nnunet_synth.atomic import TEMP_PREFIX, new_file_mode, read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 
 CONFIG_NAME = "config.json"
@@ -50,14 +50,6 @@ def fit_hint(model_dir: Path) -> str:
     return f"train it with `nnunet-synth fit patch-ddpm -d DATASET --fold F -o {model_dir}`"
 
 
-def file_mode() -> int:
-    """The mode a new file gets from open() under this process's umask (0644 under the usual 022)."""
-    # os.umask is the only portable way to read the umask; it is set back at once.
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def weights_path(model_dir: Path, config: dict) -> Path:
     name = WEIGHTS_NAME if config["format_version"] == OLD_FORMAT_VERSION else WEIGHTS_PATH
     return Path(model_dir) / name
@@ -75,7 +67,7 @@ def _publish(model_dir: Path, subfolder: str, save) -> None:
     try:
         save(tmp)
         target.mkdir(parents=True, exist_ok=True)
-        mode = file_mode()
+        mode = new_file_mode()
         # config first, weights last: complete weights never sit beside a config they do not match
         for path in sorted(tmp.iterdir(), key=lambda p: p.suffix == ".safetensors"):
             os.chmod(path, mode)  # safetensors writes 0600

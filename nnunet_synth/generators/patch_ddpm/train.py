@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nnunet_synth import __version__
-from nnunet_synth.atomic import write_json_atomic
+from nnunet_synth.atomic import give_files_the_umask_mode, write_json_atomic
 from nnunet_synth.errors import SynthError
 from nnunet_synth.generators.base import TrainingCase
 from nnunet_synth.generators.patch_ddpm import folder
@@ -193,10 +193,7 @@ def _save_checkpoint(accelerator, model_dir: Path, step: int) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        mode = folder.file_mode()
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                path.chmod(mode)  # accelerate's safetensors files are written 0600
+        give_files_the_umask_mode(tmp)  # accelerate's safetensors files are written 0600
         write_json_atomic(tmp / "progress.json", {"step": step})
         if old.exists():
             shutil.rmtree(old)

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from nnunet_synth.atomic import write_json_atomic
+from nnunet_synth.atomic import give_files_the_umask_mode, write_json_atomic
 
 FOLDER = "checkpoints"
 PROGRESS = "progress.json"
@@ -52,6 +52,7 @@ def save_checkpoint(accelerator, model_dir: Path, step: int, total_limit: int) -
     accelerator.save_state(str(path))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        give_files_the_umask_mode(path)  # accelerate's safetensors files are written 0600
         write_json_atomic(path / PROGRESS, {"step": step})
         for old in complete_checkpoints(model_dir)[:-max(1, total_limit)]:
             shutil.rmtree(old)

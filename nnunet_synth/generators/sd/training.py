@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from nnunet_synth.atomic import give_files_the_umask_mode
 from nnunet_synth.errors import SynthError
 from nnunet_synth.labels import check_label_values
 
@@ -163,6 +164,7 @@ def save_model_subfolder(model_dir: Path, name: str, model) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(str(tmp), safe_serialization=True)
+    give_files_the_umask_mode(tmp)  # safetensors writes 0600; the other outputs are 0644
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
