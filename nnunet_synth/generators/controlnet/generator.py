@@ -130,13 +130,10 @@ class ControlNetGenerator(Generator):
 
         from nnunet_synth.generators.controlnet.train import framed
         from nnunet_synth.generators.sd.framing import from_model, full_frame
+        from nnunet_synth.generators.sd.training import check_source_case
 
         settings, source = request.settings, request.source
-        if source.image.ndim != 3:
-            raise SynthError(f"case {source.case_id} is {source.image.ndim - 1}D; controlnet is a 2D generator")
-        if source.image.shape[0] != self.config["image_channels"]:
-            raise SynthError(f"case {source.case_id} has {source.image.shape[0]} channel(s), the model was trained "
-                             f"on {self.config['image_channels']}")
+        check_source_case(source, self.config["image_channels"], "controlnet")
         mask = np.asarray(request.target_mask)
         rgb, framed_mask = framed(source.image, mask, settings.resolution)
         condition = self.detector((rgb + 1) / 2, framed_mask)

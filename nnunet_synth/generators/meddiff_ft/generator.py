@@ -226,14 +226,11 @@ class MedDiffFTGenerator(Generator):
     # -- one case ----------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationResponse:
         from nnunet_synth.generators.meddiff_ft import erosion
+        from nnunet_synth.generators.sd.training import check_source_case
         from nnunet_synth.generators.sd.usage import Usage
 
         settings, source = request.settings, request.source
-        if source.image.ndim != 3:
-            raise SynthError(f"case {source.case_id} is {source.image.ndim - 1}D; meddiff-ft is a 2D generator")
-        if source.image.shape[0] != self.config["image_channels"]:
-            raise SynthError(f"case {source.case_id} has {source.image.shape[0]} channel(s), the model was trained "
-                             f"on {self.config['image_channels']}")
+        check_source_case(source, self.config["image_channels"], "meddiff-ft")
         if self._usage is None:
             self._usage = Usage(self.device, "image")
         label = int(self.config["label"])

@@ -39,6 +39,15 @@ def make_optimizer(parameters, learning_rate: float, use_8bit_adam: bool):
     return bnb.optim.AdamW8bit(parameters, lr=learning_rate)
 
 
+def check_source_case(source, image_channels: int, generator: str) -> None:
+    """At generation: a 2D source case with the channels the model was trained on."""
+    if source.image.ndim != 3:
+        raise SynthError(f"case {source.case_id} is {source.image.ndim - 1}D; {generator} is a 2D generator")
+    if source.image.shape[0] != image_channels:
+        raise SynthError(f"case {source.case_id} has {source.image.shape[0]} channel(s), the model was trained "
+                         f"on {image_channels}")
+
+
 def check_2d_cases(cases: list, labels: list[int], generator: str) -> None:
     """Stable Diffusion generators take 2D grayscale or RGB cases with matching masks."""
     if not cases:

@@ -145,14 +145,11 @@ class SDInpaintGenerator(Generator):
 
         from nnunet_synth.generators.sd.framing import from_model, mask_bbox, square_box_around, to_model
         from nnunet_synth.generators.sd.placement import place_lesion
+        from nnunet_synth.generators.sd.training import check_source_case
 
         settings = request.settings
         source = request.source
-        if source.image.ndim != 3:
-            raise SynthError(f"case {source.case_id} is {source.image.ndim - 1}D; sd-inpaint is a 2D generator")
-        if source.image.shape[0] != self.config["image_channels"]:
-            raise SynthError(f"case {source.case_id} has {source.image.shape[0]} channel(s), the model was trained "
-                             f"on {self.config['image_channels']}")
+        check_source_case(source, self.config["image_channels"], "sd-inpaint")
         label = int(self.config["label"])
         margins = {k: getattr(settings, k) for k in ("border_margin_mm", "lesion_margin_mm")
                    if getattr(settings, k) is not None}
