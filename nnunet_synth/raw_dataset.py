@@ -64,6 +64,20 @@ def check_new_dataset(dataset_id, name: str, option: str = "-o") -> list[Path]:
                   for p in root.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
 
 
+def other_dataset_with_id(dataset_id: int, folder_name: str, *roots: str | os.PathLike) -> Path | None:
+    """A folder of ``dataset_id`` under another name than ``folder_name``, in ``roots`` or any nnU-Net folder set.
+
+    nnU-Net refuses an id that two names share in any of its folders, so a
+    command that writes ``folder_name`` must not start when this finds one.
+    """
+    for root in [Path(r) for r in roots] + list(nnunet_roots().values()):
+        if root.is_dir():
+            for p in sorted(root.glob(f"Dataset{int(dataset_id):03d}_*")):
+                if p.is_dir() and p.name != folder_name:
+                    return p
+    return None
+
+
 def dataset_id_of(name: str) -> int:
     m = _DATASET_NAME.match(name)
     if m is None:

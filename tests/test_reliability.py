@@ -368,3 +368,18 @@ def test_a_file_system_failure_under_a_command_is_one_line(capsys):
                    "location exists, is writable and has free space, then rerun the same command"]
     with pytest.raises(ConnectionResetError):  # not a file-system problem: a bug, with its traceback
         run_parsed("generate", fails(ConnectionResetError(errno.ECONNRESET, "reset")), None)
+
+
+def test_convert_and_phantom_refuse_an_id_taken_in_any_nnunet_folder(nnunet_folders, tmp_path):
+    """nnU-Net refuses an id two names share in raw, preprocessed or results: the writers of raw datasets look in all."""
+    from nnunet_synth.convert.staging import StagedDataset
+    from nnunet_synth.phantom.datasets import make_phantom_datasets
+
+    (nnunet_folders.preprocessed / "Dataset950_Other").mkdir()
+    with pytest.raises(SynthError, match=r"Dataset950_Other: dataset id 950 is taken; choose another --first-id"):
+        make_phantom_datasets(nnunet_folders.raw, first_id=950, n_train=1, n_test=1, progress=False)
+    (nnunet_folders.results / "Dataset960_Old").mkdir()
+    with pytest.raises(SynthError, match=r"nnUNet_results: dataset id 960 is taken by Dataset960_Old; choose another id"):
+        with StagedDataset(nnunet_folders.raw, 960, "New", tmp_path):
+            pass
+    assert list(nnunet_folders.raw.iterdir()) == []     # nothing written

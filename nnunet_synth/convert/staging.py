@@ -16,6 +16,7 @@ from pathlib import Path
 from nnunet_synth.atomic import write_json_atomic
 from nnunet_synth.convert.problems import CaseProblem, ConversionFailed, ProblemLog
 from nnunet_synth.errors import SynthError
+from nnunet_synth.raw_dataset import other_dataset_with_id
 
 SPLITS_FILE = "splits_final.json"
 PATIENTS_FILE = "patients.json"
@@ -82,11 +83,11 @@ class StagedDataset:
     def __enter__(self) -> "StagedDataset":
         if self.final.exists():
             raise SynthError(f"{self.final}: already exists; delete it or choose another dataset id")
+        taken = other_dataset_with_id(self.dataset_id, self.name, self.raw_root)
+        if taken is not None:
+            raise SynthError(f"{taken.parent}: dataset id {self.dataset_id} is taken by {taken.name}; "
+                             f"choose another id with -d")
         if self.raw_root.is_dir():
-            taken = [p.name for p in self.raw_root.glob(f"Dataset{self.dataset_id:03d}_*") if p.is_dir()]
-            if taken:
-                raise SynthError(f"{self.raw_root}: dataset id {self.dataset_id} is taken by {taken[0]}; "
-                                 f"choose another id with -d")
             for stale in self.raw_root.glob(f".{self.name}.partial-*"):
                 pid = stale.name.rsplit("-", 1)[-1]
                 if pid.isdigit() and not _pid_alive(int(pid)):

@@ -18,6 +18,7 @@ import numpy as np
 
 from nnunet_synth.atomic import atomic_path, remove_stale_temp_files, write_json_atomic
 from nnunet_synth.errors import SynthError
+from nnunet_synth.raw_dataset import other_dataset_with_id
 from nnunet_synth.phantom.scanners import SCANNERS
 
 PHANTOM_VERSION = 1  # bump whenever the simulator writes other pixels for the same parameters
@@ -115,9 +116,9 @@ def case_done(folder: Path, case: str) -> bool:
 def dataset_complete(raw_root: Path, dataset: PhantomDataset) -> bool:
     """True if the dataset is already complete; raises if its id or folder is taken by something else."""
     final = raw_root / dataset.folder_name
-    clash = [p.name for p in raw_root.glob(f"Dataset{dataset.dataset_id:03d}_*") if p.name != dataset.folder_name]
-    if clash:
-        raise SynthError(f"{raw_root / clash[0]}: dataset id {dataset.dataset_id} is taken; "
+    clash = other_dataset_with_id(dataset.dataset_id, dataset.folder_name, raw_root)
+    if clash is not None:
+        raise SynthError(f"{clash}: dataset id {dataset.dataset_id} is taken; "
                          f"choose another --first-id for the phantom")
     if not final.exists():
         return False
