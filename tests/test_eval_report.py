@@ -1,10 +1,25 @@
 """Report pieces: example selection, slice choice, and plots that are real images."""
 import numpy as np
+import pytest
 from PIL import Image
 
 from nnunet_synth.evaluation.report import (ExamplePanel, boxplot_by_model, boxplot_figure, example_figure,
                                             example_grid, nice_length, paired_figure, paired_lines, pick_slice,
                                             select_examples, write_report_md)
+
+
+@pytest.fixture(autouse=True)
+def matplotlib_defaults():
+    """The figures are checked at matplotlib's default style.
+
+    nnU-Net's progress plot calls ``seaborn.set(font_scale=2.5)``, which changes
+    the style of the whole process: a trainer that ran an epoch in the same
+    xdist worker would otherwise make the tick labels here 2.5 times larger.
+    """
+    import matplotlib
+
+    with matplotlib.rc_context({k: v for k, v in matplotlib.rcParamsDefault.items() if k != "backend"}):
+        yield
 
 
 def test_select_examples_takes_largest_gains_then_losses():
