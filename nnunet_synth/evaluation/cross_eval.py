@@ -27,12 +27,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nnunet_synth.atomic import atomic_path, read_json, write_json_atomic
+from nnunet_synth.atomic import atomic_path, check_writable, read_json, write_json_atomic
 from nnunet_synth.errors import SynthError
 from nnunet_synth.evaluation import report
 from nnunet_synth.evaluation.comparison import compare_with_baseline
 from nnunet_synth.evaluation.evaluate import evaluate_folders, label_setup, summary_to_json
-from nnunet_synth.evaluation.files import check_writable_folder
 from nnunet_synth.evaluation.prediction import (ModelPredictor, ModelSpec, PredictionSettings, check_model,
                                                 pick_device)
 from nnunet_synth.evaluation.testsets import check_channels, check_test_labels, map_labels, open_test_set
@@ -178,7 +177,7 @@ def run_cross_eval(models: dict, test_sets: dict, output_dir: str | os.PathLike,
     torch_device = pick_device(settings.device)
     # Everything above only reads: a bad input leaves no output folder behind.
     output = Path(output_dir)
-    check_writable_folder(output, "-o")
+    check_writable(output, "-o ")
     output.mkdir(parents=True, exist_ok=True)
     if label_map:
         tests = {t: map_labels(test, label_map, output / "labels" / t, reader_writer) for t, test in tests.items()}

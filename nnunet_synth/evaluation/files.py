@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from nnunet_synth import __version__
+from nnunet_synth.atomic import check_writable
 from nnunet_synth.errors import SynthError
 
 WRITTEN_BY_KEY = "written_by"
@@ -95,17 +96,6 @@ def written_by_us(path: Path) -> bool:
     return str(content.get(WRITTEN_BY_KEY, "")).startswith("nnunet_synth") or OLD_SUMMARY_KEYS <= set(content)
 
 
-def check_writable_folder(folder: Path, what: str) -> None:
-    """Refuse a folder (or, if it does not exist yet, its nearest existing parent) that cannot be written to."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise SynthError(f"{what} {folder}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SynthError(f"{what} {folder}: {existing} is not writable")
-
-
 def check_output_file(path: Path, overwrite: bool, option: str = "-o") -> None:
     """A JSON output file that may be written: not a folder, ends in .json, writable, and ours or --overwrite."""
     if path.is_dir():
@@ -115,7 +105,7 @@ def check_output_file(path: Path, overwrite: bool, option: str = "-o") -> None:
     if path.exists() and not overwrite and not written_by_us(path):
         raise SynthError(f"{option} {path}: exists and was not written by nnunet-synth (nnU-Net's own "
                          f"summary.json?); pass --overwrite to replace it, or choose another {option}")
-    check_writable_folder(path.parent, option)
+    check_writable(path.parent, f"{option} ")
 
 
 def write_failed(path: Path, error: OSError) -> SynthError:
