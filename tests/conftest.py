@@ -130,6 +130,18 @@ def use_planned(planned, folders):
     return next(folders.raw.glob("Dataset*"))
 
 
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """Hugging Face libraries told to stay offline (the SD and DINOv2 tests load local folders only)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def error_lines(capsys) -> list[str]:
+    """The lines of captured stderr that are error messages (progress bars aside)."""
+    return [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+
+
 @pytest.fixture(autouse=True)
 def integrity_check_in_threads(monkeypatch):
     """nnU-Net's verify_dataset_integrity, called in a test's process, runs its checks in threads of that process.

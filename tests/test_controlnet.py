@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import use_planned
+from conftest import error_lines, use_planned
 from nnunet_synth.commands.main import main as cli_main
 from nnunet_synth.errors import SynthError
 from nnunet_synth.manifest import Manifest
@@ -25,10 +25,7 @@ def tiny_sd(tmp_path_factory):
     return {4: write_tiny_sd(root / "sd"), 9: write_tiny_sd(root / "sd_inpaint", inpainting=True)}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 def test_fit_and_twins_commands(planned_tiny_2d, nnunet_folders, tiny_sd, tmp_path, capsys):
@@ -195,6 +192,6 @@ def test_bad_input_is_one_line(nnunet_folders, tiny_sd, tmp_path, capsys):
     for k, (arguments, expected) in enumerate(cases):
         model = tmp_path / f"model{k}"
         code = cli_main(["fit", "controlnet", "--fold", "0", "-o", str(model), *arguments, *TINY_FIT])
-        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        errors = error_lines(capsys)
         assert code == 2 and len(errors) == 1 and expected in errors[0], (arguments, errors)
         assert not model.exists(), arguments  # refused before anything was written

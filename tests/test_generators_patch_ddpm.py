@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 
+from conftest import error_lines
 from nnunet_synth.commands.main import main as cli_main
 from nnunet_synth.manifest import Manifest
 from nnunet_synth.raw_dataset import RawDataset, file_dtype
@@ -39,7 +40,7 @@ def test_patch_ddpm_2d_and_3d_through_the_framework(nnunet_folders, tmp_path, ca
     capsys.readouterr()
     assert cli_main(["fit", "patch-ddpm", "-d", "901", "--fold", "0", "-o", str(tmp_path / "big"),
                          "--patch-size", "64", *TINY_FIT]) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]  # (progress bars aside)
+    errors = error_lines(capsys)
     assert len(errors) == 1 and "patch" in errors[0] and not (tmp_path / "big").exists()
 
     for real_id, synth_id, patch, mode, kind, strength in ((901, 902, "8", "twins", "syn", 0.5),
@@ -52,7 +53,7 @@ def test_patch_ddpm_2d_and_3d_through_the_framework(nnunet_folders, tmp_path, ca
             capsys.readouterr()
             assert cli_main(["generate", "patch-ddpm", "-m", str(model), "-d", "901", "-o", "903", "--mode", "twins",
                              "-k", "1", "--strength", "1.5", *TINY_SAMPLE]) == 2
-            errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+            errors = error_lines(capsys)
             assert len(errors) == 1 and "--strength must be in (0, 1], got 1.5" in errors[0], errors
             assert not list(nnunet_folders.raw.glob("Dataset903_*"))
         assert cli_main(["generate", "patch-ddpm", "-m", str(model), "-d", str(real_id), "-o", str(synth_id),

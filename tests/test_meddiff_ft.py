@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import use_planned
+from conftest import error_lines, use_planned
 from nnunet_synth.commands.main import main as cli_main
 from nnunet_synth.errors import SynthError
 
@@ -28,14 +28,7 @@ def tiny(tmp_path_factory):
     return {"sd": write_tiny_sd(root / "sd_inpaint", inpainting=True), "dino": write_tiny_dinov2(root / "dino")}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-def errors_of(capsys) -> list[str]:
-    return [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 def test_masked_loss_has_no_gradient_outside_the_mask():
@@ -270,14 +263,14 @@ def test_bad_input_is_refused_with_one_line(nnunet_folders, tiny, tmp_path, caps
     capsys.readouterr()
     assert cli_main(["fit", "meddiff-ft", "-d", "901", "--fold", "0", "-o", str(tmp_path / "m4"),
                      "--pretrained", str(four), *TINY_FIT]) == 2
-    errors = errors_of(capsys)
+    errors = error_lines(capsys)
     assert len(errors) == 1 and "expected a 9-channel UNet2DConditionModel" in errors[0]
     assert not (tmp_path / "m4").exists()
     # the same at generate time, through the command: the band
     capsys.readouterr()
     assert cli_main(["generate", "meddiff-ft", "-m", str(tmp_path / "none"), "-d", "901", "-o", "902", "--mode",
                      "new", "-k", "1"]) == 2
-    assert len(errors_of(capsys)) == 1
+    assert len(error_lines(capsys)) == 1
 
 
 def test_background_choice(tiny, tmp_path):

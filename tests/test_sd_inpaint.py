@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from conftest import use_planned
+from conftest import error_lines, use_planned
 from nnunet_synth.atomic import new_file_mode
 from nnunet_synth.commands.main import main as cli_main
 from nnunet_synth.errors import SynthError
@@ -28,14 +28,7 @@ def tiny_sd(tmp_path_factory):
     return {4: write_tiny_sd(root / "sd", inpainting=False), 9: write_tiny_sd(root / "sd_inpaint", inpainting=True)}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-def errors_of(capsys) -> list[str]:
-    return [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 def check_inpainted(real: RawDataset, synth_folder, cases, sector: bool):
@@ -214,7 +207,7 @@ def test_bad_input_is_one_line(nnunet_folders, tiny_sd, tmp_path, capsys):
         model = tmp_path / f"model{k}"
         code = cli_main(["fit", "sd-inpaint", "--fold", "0", "-o", str(model), *arguments,
                          *[a for a in TINY_FIT if a not in ("--resolution", "64")]])
-        errors = errors_of(capsys)
+        errors = error_lines(capsys)
         assert code == 2 and len(errors) == 1 and expected in errors[0], (arguments, errors)
         assert not model.exists(), arguments  # refused before anything was written
     with pytest.raises(SystemExit) as exit_info:                       # --pretrained is required
