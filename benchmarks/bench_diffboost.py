@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_results import write_result
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {"loader_batches_per_s_ratio": (">=", 0.9), "input_mix_iteration_ratio": ("<=", 1.05),
@@ -141,9 +142,7 @@ def main(argv=None) -> int:
                               "output_mix_iteration_ratio_vs_double_batch": out["wall"][1] / out["wall"][0]},
     }
     result["targets_met"] = {k: (result[k] >= v if op == ">=" else result[k] <= v) for k, (op, v) in TARGETS.items()}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_results import write_result
+
 HERE = Path(__file__).resolve().parent
 TARGET = 1.5
 TRAINER, PLANS, CONFIGURATION = "nnUNetTrainerShort", "nnUNetPlans", "2d"
@@ -106,9 +108,7 @@ def main() -> int:
               "ratio_inspect_over_predict": round(ratio, 3),
               "cpu_ratio_inspect_over_predict": round(median_cpu["inspect"] / median_cpu["predict"], 3),
               "target_ratio": TARGET, "meets_target": ratio <= TARGET}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 

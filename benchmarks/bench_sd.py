@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_results import write_result
+
 HERE = Path(__file__).resolve().parent
 TARGET = 1.1
 
@@ -212,9 +214,7 @@ def main(argv=None) -> int:
             result[name][f"peak_rss_mib_{side}"] = round(measured["peak_rss_mib"], 1)
             # what one image adds to the peak, over loading both generators (the same on both sides)
             result[name][f"peak_rss_increase_mib_{side}"] = round(measured["peak_rss_increase_mib"], 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 
