@@ -1,7 +1,10 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,28 @@ def run_command(args: list[str], env: dict, timeout: float = 600, check: bool = 
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-6000:]}\nSTDERR:\n{proc.stderr[-6000:]}")
     return proc
+
+
+def kill_once(command: list[str], env: dict | None, ready, what: str, timeout: float = 300) -> int:
+    """Start ``command`` and SIGKILL it (no cleanup runs) as soon as ``ready()`` holds; returns its exit status.
+
+    Fails, with the end of the command's output, if it ends or makes no progress before ``ready()``.
+    """
+    with tempfile.TemporaryFile("w+") as output:
+        proc = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while not ready():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    output.seek(0)
+                    problem = (f"ended (exit {proc.returncode}) before it could be killed" if proc.returncode is not None
+                               else f"made no progress in {timeout:.0f} s")
+                    pytest.fail(f"{what} {problem}:\n{output.read()[-4000:]}")
+                time.sleep(0.02)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
 
 
 def built_once(tmp_path_factory, name: str, build):

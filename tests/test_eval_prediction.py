@@ -3,16 +3,14 @@
 nnU-Net's predictor is replaced by one that writes known label maps (no model
 is trained here); the staging, renaming and reuse around it are the real code.
 """
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import kill_once
 
 from nnunet_synth.errors import SynthError
 from nnunet_synth.evaluation.prediction import ModelPredictor, ModelSpec, PredictionSettings, staging_folder
@@ -108,21 +106,8 @@ def test_set(tmp_path):
 
 
 def kill_while_predicting(test_folder: Path, out_folder: Path, ready: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", DYING_RUN, str(test_folder), str(out_folder), str(ready),
-                             str(Path(__file__).parent)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not ready.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"the prediction run ended before it was killed:\n{proc.stdout.read()[-4000:]}")
-            assert time.monotonic() < deadline, "the prediction run did not start within 300 s"
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    command = [sys.executable, "-c", DYING_RUN, str(test_folder), str(out_folder), str(ready), str(Path(__file__).parent)]
+    assert kill_once(command, None, ready.exists, "the prediction run") == -signal.SIGKILL
 
 
 def test_killed_prediction_is_not_taken_as_complete_and_a_rerun_completes_it(test_set, tmp_path, monkeypatch):

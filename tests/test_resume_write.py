@@ -10,13 +10,10 @@ runs with one. Most of the file's time (about 100 s on 2 cores) is the start of 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import accelerate_generate, run_command, venv_command
+from conftest import accelerate_generate, kill_once, run_command, venv_command
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
 from nnunet_synth.commands.main import main as cli_main
@@ -103,17 +100,8 @@ def test_killed_generate_resumes_to_identical_files(fitted, tmp_path, name):
     env, raw = env_for(tmp_path)
     out = raw / folder_name
     command = [venv_command("nnunet-synth"), "generate", *args]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
     # Kill once a few cases are done, without warning (SIGKILL: no cleanup runs).
-    try:
-        while len(case_records(out)) < KILL_AFTER:
-            assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be killed"
-            assert time.time() < deadline, "the run made no progress"
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_once(command, env, lambda: len(case_records(out)) >= KILL_AFTER, "the run")
     done = {p.stem for p in case_records(out)}
     assert KILL_AFTER <= len(done) < N_CASES, f"the kill did not land mid-way: {len(done)} of {N_CASES} cases done"
     assert not (out / "synthesis.json").exists(), "the manifest is written last"

@@ -218,13 +218,9 @@ def test_bad_input_is_one_line(nnunet_folders, tiny_sd, tmp_path, capsys):
 
 def test_killed_fit_resumes_to_the_uninterrupted_weights(nnunet_folders, tiny_sd, tmp_path, one_torch_thread):
     """A real `fit` process killed (SIGKILL) after its second checkpoint, rerun: the weights of an uninterrupted fit."""
-    import signal
-    import subprocess
-    import time
-
     from safetensors.torch import load_file
 
-    from conftest import run_command, venv_command
+    from conftest import kill_once, run_command, venv_command
 
     make_sector_dataset_2d(nnunet_folders.raw, 901, n_cases=6)
     arguments = ["fit", "sd-inpaint", "-d", "901", "--cases", "case_000", "case_001", "--pretrained", str(tiny_sd[4]),
@@ -233,16 +229,7 @@ def test_killed_fit_resumes_to_the_uninterrupted_weights(nnunet_folders, tiny_sd
     env = {**nnunet_folders.env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     killed = tmp_path / "killed"
     command = [venv_command("nnunet-synth"), *arguments, "-o", str(killed)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while not (killed / "checkpoints" / "checkpoint-2" / "progress.json").is_file():
-            assert proc.poll() is None, f"the fit ended (exit {proc.returncode}) before it could be killed"
-            assert time.time() < deadline, "the fit made no progress"
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_once(command, env, (killed / "checkpoints" / "checkpoint-2" / "progress.json").is_file, "the fit")
     assert not (killed / "unet").exists()                              # the weights are written last
     run_command(command, env)
     straight = load_file(str(tmp_path / "straight" / "unet" / "diffusion_pytorch_model.safetensors"))
