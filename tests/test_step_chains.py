@@ -1,7 +1,7 @@
-"""Resumable step chains (issue 17): StepRunner and the demo resume after an interrupted step and refuse a
-work folder made with other settings. Steps are replaced by tiny Python subprocesses, so no nnU-Net command
-runs; the whole chains run in tests/test_demo_e2e.py and tests/test_study_e2e.py (the lung recipe is the
-built-in lung study, tests/test_study_dry_run.py)."""
+"""Resumable step chains (issue 17): StepRunner resumes after an interrupted step; the demo (the built-in study
+``demo`` in its own folders) refuses a work folder made with other settings. Steps are replaced by tiny Python
+subprocesses and the demo's study by a stand-in, so no nnU-Net command runs; the whole chain runs in
+tests/test_demo_e2e.py (the lung recipe is the built-in lung study, tests/test_study_dry_run.py)."""
 import json
 import os
 import signal
@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -163,49 +162,90 @@ def test_interrupted_step_leaves_no_marker(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- demo
 
-SUMMARY = {"models": [], "results": {}, "comparisons": []}
+POOLED = "## Fold 0 over 2 repeats: per-case means\n\n| test set | arm | Dice |\n|---|---|---|\n| A | baseline | 0.700 |"
+
+
+def fake_run_study(monkeypatch, calls: list):
+    """run_study replaced: records what the demo asks for and writes a report like the study's."""
+    import nnunet_synth.study.run as study_run
+
+    def run_study(path, label, workdir, device, self_command, dry_run=False, only=None, gpus=None, shown_work=None):
+        calls.append({"path": Path(path), "workdir": workdir, "device": device, "command": self_command,
+                      "raw": os.environ["nnUNet_raw"], "results": os.environ["nnUNet_results"]})
+        (workdir / "report.md").write_text(f"# Study demo\n\n## Arms\n\n{POOLED}\n\n## Fold 0, repeat 0\n")
+        return 0
+
+    monkeypatch.setattr(study_run, "run_study", run_study)
 
 
 def no_demo_run(monkeypatch):
-    def fail(self):
-        raise AssertionError("Demo.run was called although the settings were refused")
+    import nnunet_synth.study.run as study_run
 
-    monkeypatch.setattr(demo_module.Demo, "run", fail)
-    monkeypatch.setattr(demo_module.StepRunner, "run", fail)
+    def fail(*args, **kwargs):
+        raise AssertionError("the study ran although the settings were refused")
 
-
-def noop_demo_run(monkeypatch, calls: list):
-    def run(self):
-        calls.append((self.workdir, self.schedule, self.device))
-        summary = self.workdir / "cross_eval" / "summary.json"
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text(json.dumps(SUMMARY))
-
-    monkeypatch.setattr(demo_module.Demo, "run", run)
+    monkeypatch.setattr(study_run, "run_study", fail)
 
 
 def write_demo_settings(workdir: Path, budget: float, device: str) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "demo_settings.json"
     path.write_text(json.dumps({"budget_minutes": budget, "device": device,
-                                "schedule": asdict(demo_module.schedule_for(budget, device == "cuda"))}))
+                                "config": demo_module.demo_config(budget, device == "cuda")}))
     return path
 
 
-def test_demo_same_settings_pass(tmp_path, monkeypatch):
+def test_demo_runs_the_builtin_study_in_its_own_folders(tmp_path, monkeypatch, capsys):
+    from nnunet_synth.study.config import builtin_path, load_config, read_toml
+
     calls, workdir = [], tmp_path / "demo"
-    noop_demo_run(monkeypatch, calls)
-    assert demo_module.run_demo(workdir, budget=None, device="cpu") == SUMMARY
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "users_raw"))
+    fake_run_study(monkeypatch, calls)
+    assert demo_module.run_demo(workdir, budget=None, device="cpu") == 0
+    (call,) = calls
+    assert call["raw"] == str(workdir.resolve() / "nnUNet_raw")
+    assert call["results"] == str(workdir.resolve() / "nnUNet_results")
+    assert os.environ["nnUNet_raw"] == str(tmp_path / "users_raw")  # the caller's variables are back
+    assert call["command"][:2] == ["nnunet-synth", "demo"] and "--budget" in call["command"]
+    # the default CPU budget is the built-in config as it is, written into the work folder
+    assert call["path"] == workdir.resolve() / "demo.toml"
+    assert read_toml(call["path"]) == read_toml(builtin_path("demo"))
+    study = load_config(call["path"], check_data=False)
+    assert study.repeats == 2 and study.phantom is not None and {a.name for a in study.arms} == {
+        "baseline", "diffboost", "expansion", "expansion_unfiltered"}
+    assert POOLED in capsys.readouterr().out  # the table over the repeats is printed
     settings = json.loads((workdir / "demo_settings.json").read_text())
     assert settings["budget_minutes"] == 15.0 and settings["device"] == "cpu"
-    assert settings["schedule"] == json.loads(json.dumps(asdict(demo_module.schedule_for(15.0, False))))
-    # the default budget on a CPU is 15: an explicit --budget 15 is the same settings
+    # the default budget on a CPU is 15: an explicit --budget 15 (or an integer, from Python) is the same settings
     demo_module.run_demo(workdir, budget=15.0, device="cpu")
-    demo_module.run_demo(str(workdir), budget=None, device="cpu")
-    assert len(calls) == 3 and all(c[0] == workdir.resolve() and c[2] == "cpu" for c in calls)
-    # an integer budget (the Python API) is the same settings as the float the command line gives
-    demo_module.run_demo(workdir, budget=15, device="cpu")
-    assert len(calls) == 4
+    demo_module.run_demo(str(workdir), budget=15, device="cpu")
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("budget, cuda", [(1.0, False), (5.0, False), (30.0, False), (120.0, True), (10.0, True)])
+def test_demo_config_of_every_budget_is_a_valid_study(tmp_path, budget, cuda):
+    import tomli_w
+
+    from nnunet_synth.study.config import load_config
+
+    config = demo_module.demo_config(budget, cuda)
+    path = tmp_path / "demo.toml"
+    path.write_text(tomli_w.dumps(config))
+    study = load_config(path, check_data=False)
+    assert study.repeats == 2 and len(study.arms) == 4
+    default = demo_module.demo_config(60.0 if cuda else 15.0, cuda)
+    smaller = budget < (60.0 if cuda else 15.0)
+    steps = config["generators"]["ddpm"]["fit"]["train_steps"]
+    default_steps = default["generators"]["ddpm"]["fit"]["train_steps"]
+    iterations = config["budget"]["epochs"] * config["budget"]["iterations"]
+    default_iterations = default["budget"]["epochs"] * default["budget"]["iterations"]
+    assert (steps < default_steps and iterations < default_iterations) if smaller else (
+        steps > default_steps and iterations > default_iterations)
+
+
+def test_demo_refuses_a_budget_that_is_not_positive():
+    with pytest.raises(SynthError, match="--budget 0: give a positive number"):
+        demo_module.demo_config(0.0, False)
 
 
 @pytest.mark.parametrize("made_with, run_with", [((15.0, "cpu"), (30.0, "cpu")),
@@ -223,15 +263,15 @@ def test_demo_refuses_other_settings(tmp_path, monkeypatch, made_with, run_with)
     assert str(settings_file.resolve()) in message and "other settings" in message
     assert f"budget {made_with[0]}, device {made_with[1]}" in message
     assert settings_file.read_text() == before  # the refusal leaves the folder's settings alone
-    assert not (workdir / ".demo_steps").exists()
+    assert not (workdir / "demo.toml").exists() and not (workdir / ".study_steps").exists()
 
 
-def test_demo_refuses_changed_schedule(tmp_path, monkeypatch):
-    """Same budget and device but a schedule from another version of schedule_for: refused too."""
+def test_demo_refuses_changed_config(tmp_path, monkeypatch):
+    """Same budget and device but a config from another version of the built-in demo: refused too."""
     workdir = tmp_path / "demo"
     path = write_demo_settings(workdir, 15.0, "cpu")
     settings = json.loads(path.read_text())
-    settings["schedule"]["epochs"] += 1
+    settings["config"]["budget"]["epochs"] += 1
     path.write_text(json.dumps(settings))
     no_demo_run(monkeypatch)
     with pytest.raises(SynthError, match="demo_settings.json: this work folder was made with other settings"):
@@ -245,38 +285,3 @@ def test_demo_unreadable_settings_named(tmp_path, monkeypatch):
     no_demo_run(monkeypatch)
     with pytest.raises(SynthError, match=r"demo_settings\.json: not valid JSON.*new --workdir"):
         demo_module.run_demo(workdir, budget=15.0, device="cpu")
-
-
-def test_demo_resumes_at_failed_step(tmp_path, monkeypatch):
-    """The demo's real step names and StepRunner, cheap commands: a failing step stops run_demo, a rerun
-    resumes there and the last step's summary is read."""
-    workdir, steps = (tmp_path / "demo").resolve(), Steps(tmp_path / "steps")
-    real_steps = demo_module.Demo.steps
-    names = [name for name, _ in real_steps(demo_module.Demo(workdir, demo_module.schedule_for(15, False), "cpu"))]
-    assert names[:3] == ["phantom", "plan", "fit"] and names[-1] == "cross-eval" and len(names) == 11
-
-    def cheap_steps(self):
-        summary = str(self.workdir / "cross_eval" / "summary.json")
-        return [(name, (lambda name=name: steps.command(name, *((summary, json.dumps(SUMMARY))
-                                                                if name == "cross-eval" else ()))))
-                for name, _ in real_steps(self)]
-
-    monkeypatch.setattr(demo_module.Demo, "steps", cheap_steps)
-    steps.fail("fit")
-    with pytest.raises(SynthError) as e:
-        demo_module.run_demo(workdir, budget=15.0, device="cpu")
-    assert "step 'fit' failed (exit 3)" in str(e.value) and f"`nnunet-synth demo -w {workdir}`" in str(e.value)
-    assert steps.ran() == ["phantom", "plan", "fit"]
-    assert markers(workdir / ".demo_steps") == {"phantom", "plan"}
-
-    steps.fail(None)
-    steps.reset_log()
-    assert demo_module.run_demo(workdir, budget=15.0, device="cpu") == SUMMARY
-    assert steps.ran() == names[2:]
-    assert markers(workdir / ".demo_steps") == set(names)
-    # the demo's steps see its own nnU-Net folders
-    assert set(steps.ran_env().values()) == {str(workdir / "nnUNet_results")}
-
-    steps.reset_log()
-    demo_module.run_demo(workdir, budget=15.0, device="cpu")
-    assert steps.ran() == []

@@ -35,10 +35,10 @@ def converted(nnunet_folders, tmp_path, monkeypatch):
 
 
 def test_builtin_configs_are_shipped():
-    assert builtin_names() == ["busi", "lung", "thyroid"]
+    assert builtin_names() == ["busi", "demo", "lung", "thyroid"]
 
 
-@pytest.mark.parametrize("name", ["lung", "thyroid", "busi"])
+@pytest.mark.parametrize("name", ["lung", "thyroid", "busi", "demo"])
 def test_builtin_dry_run_snapshot(name, converted, tmp_path, capsys):
     assert main(["study", "--builtin", name, "--dry-run", "--device", "cpu", "-w", "work"]) == 0
     out = capsys.readouterr().out.replace(str(tmp_path), "<tmp>")

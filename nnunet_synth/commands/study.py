@@ -25,8 +25,6 @@ Built-in studies (--builtin): lung, thyroid, busi.
 """
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 from nnunet_synth.commands.options import add_device_argument
@@ -49,8 +47,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from nnunet_synth.study.config import StudyConfigError, builtin_path, load_config
-    from nnunet_synth.study.run import StudyRun, check_environment, dry_run_text, resolve_device
+    from nnunet_synth.study.config import builtin_path, read_toml
+    from nnunet_synth.study.run import check_environment, resolve_device, run_study
 
     if (args.config is None) == (args.builtin is None):
         raise SynthError("give a CONFIG file or --builtin NAME (one of them)")
@@ -60,28 +58,12 @@ def run(args) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.gpus is not None and not gpus:
         raise SynthError(f"--gpus {args.gpus!r}: give GPU numbers, e.g. 0,1")
-    try:
-        study = load_config(path, f"builtin:{args.builtin}" if args.builtin else str(path))
-    except StudyConfigError as e:
-        for problem in e.problems:
-            print(f"nnunet-synth study: error: {problem}", file=sys.stderr)
-        return 2
-    shown_work = args.workdir or f"study_{study.name}"
-    workdir = Path(shown_work).resolve()
     if gpus and args.device == "cpu":
         raise SynthError("--gpus and --device cpu contradict each other; give one")
+    name = read_toml(path).get("study", {}).get("name", "study")
+    shown_work = args.workdir or f"study_{name}"
+    workdir = Path(shown_work).resolve()
     device = resolve_device("cuda" if gpus else args.device)
     self_command = ["nnunet-synth", "study", *source, "-w", str(workdir), "--device", device]
-    runner = StudyRun(study, workdir, device, self_command, rerun_hint=" ".join(self_command), gpus=gpus)
-    taken = runner.chain.foreign_datasets()
-    if taken:
-        for problem in taken:
-            print(f"nnunet-synth study: error: {study.path}: {problem}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(dry_run_text(runner.chain, shown_work))
-        return 0
-    os.makedirs(workdir, exist_ok=True)
-    ran = runner.run(args.only)
-    print(f"\nstudy {study.name}: {ran} step(s) ran; report: {workdir / 'report.md'}")
-    return 0
+    return run_study(path, f"builtin:{args.builtin}" if args.builtin else str(path), workdir, device, self_command,
+                     dry_run=args.dry_run, only=args.only, gpus=gpus, shown_work=shown_work)

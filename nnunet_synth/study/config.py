@@ -24,11 +24,14 @@ USES = ("baseline", "expansion", "diffboost")
 GENERATE_KEYS = ("mode", "k", "seed", "prompt")
 SECTIONS = {
     "study": {"name", "dataset", "configuration", "plans", "folds", "repeats", "first_id", "num_processes"},
-    "budget": {"epochs", "iterations", "val_iterations"},
+    "phantom": {"first_id", "n_train", "n_test", "image_size", "seed", "scanners"},
+    "budget": {"epochs", "iterations", "val_iterations", "final_validation"},
     "evaluation": {"disable_tta", "bootstrap", "seed", "label_map"},
     "tests": {"name", "dataset", "folder"},
-    "generators": {"name", "fit", "generate", "fit_fold", "model"},
-    "arms": {"use", "generator", "trainer", "mix", "synthetic_probability", "synthetic_only", "targeted"},
+    "generators": {"name", "fit", "generate", "fit_fold", "model", "inspect"},
+    "inspect": {"filter", "disable_tta", "copy_threshold"},
+    "arms": {"use", "generator", "trainer", "mix", "synthetic_probability", "synthetic_only", "targeted",
+             "filtered"},
     "targeted": {"worst", "ranking_folds"},
 }
 
@@ -47,6 +50,9 @@ class Budget:
     epochs: int | None = None
     iterations: int | None = None
     val_iterations: int | None = None
+    # False: nnU-Net's validation after training is skipped where nothing but the study's own cross-eval (which
+    # predicts the same validation cases) would read it; inspect and targeted steps still get theirs
+    final_validation: bool = True
 
     @property
     def short(self) -> bool:
@@ -61,6 +67,30 @@ class TestSet:
 
 
 @dataclass(frozen=True)
+class Phantom:
+    """The built-in phantom as the study's data: its first step writes it (``nnunet-synth phantom``)."""
+    first_id: int = 700
+    n_train: int = 60
+    n_test: int = 30
+    image_size: int | None = None
+    seed: int = 0
+    scanners: str = "A,B,C"
+
+    def command(self) -> list[str]:
+        return ["nnunet-synth", "phantom", "--first-id", str(self.first_id), "--n-train", str(self.n_train),
+                "--n-test", str(self.n_test), "--seed", str(self.seed), "--scanners", self.scanners, "--quiet",
+                *(["--image-size", str(self.image_size)] if self.image_size is not None else [])]
+
+
+@dataclass(frozen=True)
+class Inspect:
+    """``nnunet-synth inspect`` of a generator's synthetic sets, with the fold's repeat-0 baseline."""
+    band: object = None   # a quality.consistency.Band (--filter LOW:HIGH); None: figures only, every case kept
+    disable_tta: bool = False
+    copy_threshold: float = 0.95
+
+
+@dataclass(frozen=True)
 class GeneratorSpec:
     key: str
     name: str
@@ -68,6 +98,7 @@ class GeneratorSpec:
     generate: dict
     fit_fold: str | None = None   # None: each study fold's own training cases
     model: str | None = None      # a fitted model folder (no fit step)
+    inspect: Inspect | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +115,7 @@ class Arm:
     generator: str | None = None
     synthetic_only: bool = False
     targeted: Targeted | None = None
+    filtered: bool = True          # False: also the cases the generator's inspect filter dropped (expansion)
 
     @property
     def forward_passes(self) -> int:
@@ -110,6 +142,7 @@ class Study:
     bootstrap: int = 10000
     eval_seed: int = 0
     label_map: tuple[str, ...] = ()   # cross-eval's --label-map, for every test set
+    phantom: Phantom | None = None
 
     def settings(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
@@ -143,17 +176,29 @@ def read_toml(path: Path) -> dict:
         raise SynthError(f"{path}: not valid TOML ({e})") from None
 
 
-def load_config(path: str | os.PathLike, label: str | None = None) -> Study:
-    """Read and check a config; every problem is collected first, then all are refused together."""
+def load_config(path: str | os.PathLike, label: str | None = None, check_data: bool = True) -> Study:
+    """Read and check a config; every problem is collected first, then all are refused together.
+
+    ``check_data=False`` checks the file alone; ``check_study_data`` then checks it against the datasets
+    (a study with ``[phantom]`` writes its data first).
+    """
     path = Path(path)
     raw = read_toml(path)
     problems: list[str] = []
     study = _parse(raw, label or str(path), problems)
-    if study is not None:
+    if study is not None and check_data:
         _check_data(study, problems)
     if problems:
         raise StudyConfigError([f"{label or path}: {p}" for p in problems])
     return study
+
+
+def check_study_data(study: Study) -> None:
+    """The config against the datasets it names (StudyConfigError with one line per problem)."""
+    problems: list[str] = []
+    _check_data(study, problems)
+    if problems:
+        raise StudyConfigError([f"{study.path}: {p}" for p in problems])
 
 
 # ---------------------------------------------------------------- parsing
@@ -188,7 +233,7 @@ def _typed(table: dict, key: str, kind, where: str, problems: list[str], default
 
 
 def _parse(raw: dict, label: str, problems: list[str]) -> Study | None:
-    _unknown(raw, set(SECTIONS) - {"targeted"}, "the config", problems)
+    _unknown(raw, set(SECTIONS) - {"targeted", "inspect"}, "the config", problems)
     s = _table(raw, "study", "[study]", problems)
     _unknown(s, SECTIONS["study"], "[study]", problems)
     if "dataset" not in s:
@@ -207,7 +252,8 @@ def _parse(raw: dict, label: str, problems: list[str]) -> Study | None:
     b = _table(raw, "budget", "[budget]", problems)
     _unknown(b, SECTIONS["budget"], "[budget]", problems)
     budget = Budget(*(_typed(b, k, int, "[budget]", problems, minimum=1) for k in ("epochs", "iterations",
-                                                                                  "val_iterations")))
+                                                                                  "val_iterations")),
+                    final_validation=_typed(b, "final_validation", bool, "[budget]", problems, default=True))
     if b and budget.epochs is None:
         problems.append("[budget] needs 'epochs' (with iterations and val_iterations: the short schedule of every arm)")
     if budget.epochs is not None:
@@ -219,6 +265,7 @@ def _parse(raw: dict, label: str, problems: list[str]) -> Study | None:
                                                   for m in label_map):
         problems.append("[evaluation].label_map must be a list of \"FROM:TO\" strings, e.g. [\"255:1\"]")
         label_map = []
+    phantom = _parse_phantom(raw, s, problems) if "phantom" in raw else None
     tests = _parse_tests(raw.get("tests", []), problems)
     generators = _parse_generators(_table(raw, "generators", "[generators]", problems), problems)
     arms = _parse_arms(_table(raw, "arms", "[arms]", problems), generators, folds, problems)
@@ -232,7 +279,30 @@ def _parse(raw: dict, label: str, problems: list[str]) -> Study | None:
                  budget=budget, tests=tests, generators=generators, arms=arms,
                  disable_tta=_typed(e, "disable_tta", bool, "[evaluation]", problems, default=False),
                  bootstrap=_typed(e, "bootstrap", int, "[evaluation]", problems, default=10000, minimum=100),
-                 eval_seed=_typed(e, "seed", int, "[evaluation]", problems, default=0), label_map=tuple(label_map))
+                 eval_seed=_typed(e, "seed", int, "[evaluation]", problems, default=0), label_map=tuple(label_map),
+                 phantom=phantom)
+
+
+def _parse_phantom(raw: dict, s: dict, problems: list[str]) -> Phantom | None:
+    from nnunet_synth.phantom.datasets import check_arguments
+
+    p = _table(raw, "phantom", "[phantom]", problems)
+    _unknown(p, SECTIONS["phantom"], "[phantom]", problems)
+    defaults = Phantom()
+    values = {k: _typed(p, k, int, "[phantom]", problems, default=getattr(defaults, k))
+              for k in ("first_id", "n_train", "n_test", "image_size", "seed")}
+    values["scanners"] = _typed(p, "scanners", str, "[phantom]", problems, default=defaults.scanners)
+    phantom = Phantom(**values)
+    try:
+        check_arguments(phantom.first_id, phantom.n_train, phantom.n_test, phantom.seed, phantom.image_size,
+                        phantom.scanners.split(","))
+    except SynthError as e:
+        problems.append(f"[phantom]: {e}")
+        return None
+    if str(s.get("dataset")) not in (str(phantom.first_id), f"Dataset{phantom.first_id:03d}_PhantomA"):
+        problems.append(f"[study].dataset = {s.get('dataset')!r}: with [phantom] the real dataset is the phantom's "
+                        f"training set, {phantom.first_id}")
+    return phantom
 
 
 def _parse_tests(items, problems: list[str]) -> tuple[TestSet, ...]:
@@ -285,9 +355,28 @@ def _parse_generators(table: dict, problems: list[str]) -> dict:
         if g.get("model") is not None and (fit or fit_fold is not None):
             problems.append(f"{where}: 'model' (a fitted model folder) takes no fit options or fit_fold")
         _check_generator_options(name, fit, generate, where, problems)
+        inspect = _parse_inspect(g["inspect"], where, problems) if "inspect" in g else None
         out[key] = GeneratorSpec(key, name, dict(fit), dict(generate),
-                                 None if fit_fold is None else str(fit_fold), g.get("model"))
+                                 None if fit_fold is None else str(fit_fold), g.get("model"), inspect)
     return out
+
+
+def _parse_inspect(table, where: str, problems: list[str]) -> Inspect | None:
+    from nnunet_synth.quality.consistency import parse_band
+
+    where = f"{where}.inspect"
+    if not isinstance(table, dict):
+        problems.append(f"{where} must be a table ({{ filter = \"0.5\" }})")
+        return None
+    _unknown(table, SECTIONS["inspect"], where, problems)
+    band = None
+    if "filter" in table:
+        try:
+            band = parse_band(str(table["filter"]))
+        except SynthError as e:
+            problems.append(f"{where}.filter = {table['filter']!r}: {e}")
+    threshold = _typed(table, "copy_threshold", (int, float), where, problems, default=0.95)
+    return Inspect(band, _typed(table, "disable_tta", bool, where, problems, default=False), float(threshold))
 
 
 def _check_generator_options(name: str, fit: dict, generate: dict, where: str, problems: list[str]) -> None:
@@ -356,8 +445,22 @@ def _parse_arms(table: dict, generators: dict, folds, problems: list[str]) -> tu
                     targeted = Targeted(worst, None if ranking is None else tuple(sorted(set(ranking))))
         if "synthetic_only" in a and use != "expansion":
             problems.append(f"{where}.synthetic_only: for expansion arms only")
+        filtered = _typed(a, "filtered", bool, where, problems, default=True)
+        if not filtered:
+            spec = generators.get(generator)
+            if use != "expansion" or targeted is not None:
+                problems.append(f"{where}.filtered = false: for expansion arms of an inspected generator only "
+                                f"(DiffBoost trains on the kept twins: the real dataset holds one twin set)")
+            elif spec is not None and (spec.inspect is None or spec.inspect.band is None):
+                problems.append(f"{where}.filtered = false: generator '{generator}' has no inspect filter "
+                                f"([generators.{generator}] inspect = {{ filter = \"LOW\" }}), so nothing is "
+                                f"filtered out")
         out.append(Arm(name, use, trainer, generator if use != "baseline" else None,
-                       bool(a.get("synthetic_only", False)), targeted))
+                       bool(a.get("synthetic_only", False)), targeted, filtered))
+    for key, spec in generators.items():
+        if spec.inspect is not None and not any(a.generator == key and a.targeted is None for a in out):
+            problems.append(f"[generators.{key}].inspect: no arm uses its plain synthetic set (targeted sets are "
+                            f"not inspected)")
     if sum(a.use == "baseline" for a in out) != 1:
         problems.append("[arms] needs exactly one arm with use = \"baseline\" (the arm the others are compared with)")
     return tuple(out)

@@ -18,7 +18,7 @@ from pathlib import Path
 from nnunet_synth.errors import SynthError
 from nnunet_synth.recipes import StepRunner, console_script
 from nnunet_synth.study.config import Study
-from nnunet_synth.study.steps import Step, StudySteps
+from nnunet_synth.study.steps import Step, StudySteps, add_digests, phantom_step, phantom_written
 
 STATE = ".study_steps"
 
@@ -76,16 +76,7 @@ class StudyRun:
         self.gpus = gpus or []
 
     def env(self, step: Step, gpu: str | None = None) -> dict:
-        from nnunet_synth.environment import trainer_folder
-
-        env = dict(os.environ)
-        env.setdefault("nnUNet_extTrainer", trainer_folder())
-        if self.chain.device == "cpu":
-            env.setdefault("nnUNet_compile", "false")  # compiling costs more than a CPU training of a study saves
-        env.update(step.env)
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        return env
+        return step_environment(step, self.chain.device, gpu)
 
     def command(self, step: Step) -> list[str]:
         changed = self.runner.changed(step.name, step.digest)
@@ -188,6 +179,88 @@ class StudyRun:
         if errors:
             raise errors[0]  # the others finished (or failed) first; their markers are written
         return sum(results)
+
+
+def step_environment(step: Step, device: str, gpu: str | None = None) -> dict:
+    from nnunet_synth.environment import trainer_folder
+
+    env = dict(os.environ)
+    env.setdefault("nnUNet_extTrainer", trainer_folder())
+    if device == "cpu":
+        env.setdefault("nnUNet_compile", "false")  # compiling costs more than a CPU training of a study saves
+    env.update(step.env)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def write_phantom(study: Study, workdir: Path, device: str, rerun_hint: str) -> None:
+    """[phantom] studies: run the phantom step first, since the rest of the chain is built from its datasets."""
+    step = phantom_step(study)
+    add_digests([step], str(workdir))
+    runner = StepRunner(workdir / STATE, rerun_hint=rerun_hint)
+    runner.run(1, 1, step.name, [console_script(step.command[0]), *step.command[1:]],
+               step_environment(step, device), digest=step.digest,
+               details={"own": step.own_digest, "after": {}})
+
+
+def run_study(path: Path, label: str, workdir: Path, device: str, self_command: list[str], dry_run: bool = False,
+              only: list[str] | None = None, gpus: list[str] | None = None, shown_work: str | None = None) -> int:
+    """Check the config, then print the dry run or run the (selected) steps; returns the exit code.
+
+    Config problems are printed one per line (exit 2). A [phantom] study writes its datasets first; its dry
+    run, when they are not written yet, lists the chain from a phantom written into a temporary folder.
+    """
+    import sys
+    import tempfile
+
+    from nnunet_synth.study.config import StudyConfigError, check_study_data, load_config
+
+    def refuse(problems):
+        for problem in problems:
+            print(f"nnunet-synth study: error: {problem}", file=sys.stderr)
+        return 2
+
+    try:
+        study = load_config(path, label, check_data=False)
+    except StudyConfigError as e:
+        return refuse(e.problems)
+    hint = " ".join(self_command)
+    scratch = None
+    if study.phantom is not None and not phantom_written(study):
+        if dry_run:
+            scratch = tempfile.mkdtemp(prefix="nnunet_synth_phantom_")
+            from nnunet_synth.phantom.datasets import make_phantom_datasets
+
+            p = study.phantom
+            make_phantom_datasets(scratch, p.first_id, p.n_train, p.n_test, p.seed, p.image_size,
+                                  p.scanners.split(","), progress=False)
+        else:
+            os.makedirs(workdir, exist_ok=True)
+            write_phantom(study, workdir, device, hint)
+    saved = os.environ.get("nnUNet_raw")
+    try:
+        if scratch is not None:
+            os.environ["nnUNet_raw"] = scratch
+        try:
+            check_study_data(study)
+        except StudyConfigError as e:
+            return refuse(e.problems)
+        runner = StudyRun(study, workdir, device, self_command, rerun_hint=hint, gpus=gpus)
+        taken = runner.chain.foreign_datasets()
+        if taken:
+            return refuse([f"{study.path}: {problem}" for problem in taken])
+        if dry_run:
+            print(dry_run_text(runner.chain, shown_work or str(workdir)))
+            return 0
+    finally:
+        if scratch is not None:
+            os.environ["nnUNet_raw"] = saved
+            shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(workdir, exist_ok=True)
+    ran = runner.run(only)
+    print(f"\nstudy {study.name}: {ran} step(s) ran; report: {workdir / 'report.md'}")
+    return 0
 
 
 def write_validation_sets(chain: StudySteps) -> None:

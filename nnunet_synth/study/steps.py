@@ -2,12 +2,15 @@
 
 Steps, per study fold F and repeat R (names are the markers' names):
 
+  phantom                     [phantom] studies: nnunet-synth phantom writes the real and test datasets
   plan                        nnUNetv2_plan_and_preprocess of the real dataset
   validation-sets             WORK/tests/validation_fF: links to fold F's validation cases (the in-domain test)
   fit-G-fF                    nnunet-synth fit G on fold F's training cases (or the generator's fit_fold)
   generate-G-fF               nnunet-synth generate G for fold F's training cases
   rankN...-fX                 targeted arms: the baseline trained on ranking fold X (WORK/ranking/N...)
   generate-G-worstN-fF        targeted arms: generate for the N cases the ranking models segment worst
+  train-BASELINE-fF-r0        first, when a generator is inspected: the inspection's baseline
+  inspect-G-fF                generators with `inspect`: nnunet-synth inspect (figures, the filter's decisions)
   twins-G-fF                  diffboost arms: nnunet-synth twins (preprocessed beside the real cases)
   expand-ARM-fF               expansion arms: nnunet-synth expand (real + synthetic, leak-free folds)
   train-ARM-fF-rR             nnUNetv2_train, nnUNet_results = WORK/results/rR
@@ -55,6 +58,39 @@ class Step:
         return ((env + " " if env else "") + shlex.join(self.command)).replace(work, shown_work)
 
 
+def add_digests(steps: list[Step], work: str) -> dict[str, Step]:
+    """Set each step's hashes (in chain order: a step's dependencies come first); returns name -> step."""
+    by_name = {}
+    for step in steps:
+        # an internal step is defined by its name and settings, not by where the config file lies
+        command = ["internal", step.name] if step.internal else [w.replace(work, WORK) for w in step.command]
+        env = {k: v.replace(work, WORK) for k, v in step.env.items()}
+        step.digest = step_hash(command, env, step.settings, [by_name[d].digest for d in step.after])
+        step.own_digest = step_hash(command, env, step.settings)
+        by_name[step.name] = step
+    return by_name
+
+
+def phantom_step(study: Study) -> Step:
+    """[phantom] studies: the step that writes the real and test datasets (it runs before the chain is built)."""
+    from nnunet_synth.phantom.datasets import plan_datasets
+
+    p = study.phantom
+    planned = plan_datasets(p.first_id, p.n_train, p.n_test, p.seed, p.image_size, p.scanners.split(","))
+    return Step("phantom", p.command(), writes=[f"$nnUNet_raw/{d.folder_name}" for d in planned])
+
+
+def phantom_written(study: Study) -> bool:
+    """Every dataset of the study's [phantom] is complete under $nnUNet_raw."""
+    import os
+
+    from nnunet_synth.phantom.datasets import dataset_complete, plan_datasets
+
+    p, root = study.phantom, Path(os.environ["nnUNet_raw"])
+    planned = plan_datasets(p.first_id, p.n_train, p.n_test, p.seed, p.image_size, p.scanners.split(","))
+    return all(dataset_complete(root, d) for d in planned)
+
+
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", text.title())
 
@@ -73,17 +109,7 @@ class StudySteps:
         self.ids = self._allocate_ids()
         self.steps: list[Step] = []
         self._build()
-        by_name = {}
-        for step in self.steps:
-            # an internal step is defined by its name and settings, not by where the config file lies
-            command = ["internal", step.name] if step.internal else [w.replace(self.work, WORK) for w in step.command]
-            step.digest = step_hash(command,
-                                    {k: v.replace(self.work, WORK) for k, v in step.env.items()}, step.settings,
-                                    [by_name[d].digest for d in step.after])
-            step.own_digest = step_hash(command, {k: v.replace(self.work, WORK) for k, v in step.env.items()},
-                                        step.settings)
-            by_name[step.name] = step
-        self.by_name = by_name
+        self.by_name = add_digests(self.steps, self.work)
 
     # ------------------------------------------------------------ ids and names
 
@@ -156,9 +182,11 @@ class StudySteps:
 
     def _build(self) -> None:
         s = self.study
+        if s.phantom is not None:
+            self.add(phantom_step(s))
         self.add(Step("plan", ["nnUNetv2_plan_and_preprocess", "-d", str(self.real_id), "-c", s.configuration,
                                "-np", str(s.num_processes), "-npfp", str(s.num_processes),
-                               "--verify_dataset_integrity"],
+                               "--verify_dataset_integrity"], after=["phantom"] if s.phantom else [],
                       reads=[self.raw(self.real_id, self.short)], writes=[self.pre(self.real_id, self.short)]))
         self.add(Step("validation-sets", [*self.self_command, "--only", "validation-sets"], internal=True,
                       settings={"validation": {f: sorted(self.folds[f]["val"]) for f in s.folds}},
@@ -168,6 +196,12 @@ class StudySteps:
         for g in generators:
             for f in s.folds:
                 self._fit_and_generate(g, f)
+        inspected = [g for g in generators if s.generators[g].inspect is not None]
+        for f in s.folds:
+            if inspected:
+                self._train(s.baseline, f, 0)  # the inspection's baseline, before the arms that use its decisions
+            for g in inspected:
+                self._inspect(g, f)
         done_targets = set()
         for arm in s.arms:
             if arm.targeted and (arm.generator, arm.targeted) not in done_targets:
@@ -181,7 +215,8 @@ class StudySteps:
                 self.add(Step(f"twins-{g}-f{f}", ["nnunet-synth", "twins", "-d", str(self.real_id), "-s", str(syn_id),
                                                   "-c", s.configuration, "-p", s.plans, "--allow-real-only",
                                                   "-np", str(s.num_processes)],
-                              after=["plan", gen_step], reads=[self.raw(syn_id, syn_name)],
+                              after=["plan", self.after_generation(g, gen_step, f)],
+                              reads=[self.raw(syn_id, syn_name)],
                               writes=[f"{self.pre(self.real_id, self.short)}/<configuration data>/diffboost_twins"]))
         for arm in s.arms:
             if arm.use != "expansion":
@@ -192,9 +227,12 @@ class StudySteps:
                 self.add(Step(f"expand-{arm.name}-f{f}",
                               ["nnunet-synth", "expand", "-d", str(self.real_id), "-s", str(syn_id), "-o", str(exp_id),
                                "--name", exp_name, *(["--synthetic-only"] if arm.synthetic_only else []),
+                               *([] if arm.filtered else ["--include-filtered"]),
                                "-p", s.plans, "--preprocess", s.configuration, "-np", str(s.num_processes),
                                "--overwrite"],
-                              after=["plan", gen_step], reads=[self.raw(self.real_id, self.short),
+                              after=["plan", gen_step if arm.targeted else self.after_generation(arm.generator,
+                                                                                                 gen_step, f)],
+                              reads=[self.raw(self.real_id, self.short),
                                                                self.raw(syn_id, syn_name)],
                               writes=[self.raw(exp_id, exp_name), self.pre(exp_id, exp_name)]))
         # every training first, so that --gpus finds them side by side; then one cross-eval per fold and repeat
@@ -213,10 +251,40 @@ class StudySteps:
     def add(self, step: Step) -> None:
         self.steps.append(step)
 
-    def _options(self, options: dict) -> list[str]:
+    def has(self, name: str) -> bool:
+        return any(st.name == name for st in self.steps)
+
+    def after_generation(self, g: str, gen_step: str, f: int) -> str:
+        """The step after which fold ``f``'s synthetic set of ``g`` is final: its inspection, else its generation."""
+        return f"inspect-{g}-f{f}" if self.study.generators[g].inspect is not None else gen_step
+
+    def baseline_folder(self, results: str) -> str:
+        s = self.study
+        return f"{results}/{self.real.name}/{s.trainer(s.baseline)}__{s.plans}__{s.configuration}"
+
+    def _inspect(self, g: str, f: int) -> None:
+        s, spec = self.study, self.study.generators[g]
+        plain = next(a for a in s.arms if a.generator == g and a.targeted is None)
+        syn_id, syn_name, gen_step = self.synthetic(plain, f)
+        i = spec.inspect
+        baseline = self.baseline_folder(self.results(0))
+        self.add(Step(f"inspect-{g}-f{f}",
+                      ["nnunet-synth", "inspect", str(syn_id), "-d", str(self.real_id), "--baseline", baseline,
+                       "--fold", str(f), *(["--filter", i.band.text()] if i.band is not None else []),
+                       "--copy-threshold", f"{i.copy_threshold:g}", "--device", self.device,
+                       *(["--disable-tta"] if i.disable_tta else [])],
+                      after=[gen_step, f"train-{s.baseline.name}-f{f}-r0"], reads=[self.raw(syn_id, syn_name), baseline],
+                      writes=[f"{self.raw(syn_id, syn_name)}/inspect", f"{self.raw(syn_id, syn_name)}/synthesis.json"],
+                      on_change=["--overwrite"]))
+
+    def _options(self, options: dict, settings) -> list[str]:
+        """A table of settings fields as the options of the command (a field's ``flag`` metadata, e.g. --lr)."""
+        import dataclasses
+
+        flags = {f.name: f.metadata.get("flag", "--" + f.name.replace("_", "-")) for f in dataclasses.fields(settings)}
         words = []
         for key, value in options.items():
-            flag = "--" + key.replace("_", "-")
+            flag = flags[key]
             if value is True:
                 words.append(flag)
             elif value is False or value is None:
@@ -240,7 +308,8 @@ class StudySteps:
             cpu = ["--cpu"] if self.device == "cpu" and "cpu" in fields and "cpu" not in spec.fit else []
             self.add(Step(f"fit-{g}-f{f}", ["nnunet-synth", "fit", spec.name, "-d", str(self.real_id),
                                             "--fold", spec.fit_fold if spec.fit_fold is not None else str(f),
-                                            "-o", model, *cpu, *self._options(spec.fit)],
+                                            "-o", model, *cpu,
+                                            *self._options(spec.fit, registry.get(spec.name).fit_settings)],
                           after=["plan"], settings={"cases": generator_training_cases(spec, self.folds, f)},
                           reads=[self.raw(self.real_id, self.short)], writes=[model], clear=[model]))
             after = [f"fit-{g}-f{f}"]
@@ -255,13 +324,16 @@ class StudySteps:
                       writes=[self.raw(syn_id, syn_name)], on_change=["--overwrite"]))
 
     def _generate(self, spec, model: str, syn_id: int, syn_name: str) -> list[str]:
+        from nnunet_synth.generators import registry
+
         g = dict(spec.generate)
         common = ["--mode", str(g.pop("mode")), "-k", str(g.pop("k"))]
         for key in ("seed", "prompt"):
             if key in g:
                 common += [f"--{key}", str(g.pop(key))]
         return ["nnunet-synth", "generate", spec.name, "-m", model, "-d", str(self.real_id), "-o", str(syn_id),
-                "--name", syn_name, *common, "--device", self.device, *self._options(g)]
+                "--name", syn_name, *common, "--device", self.device,
+                *self._options(g, registry.get(spec.name).generate_settings)]
 
     def _ranking_root(self, arm: Arm, f: int) -> tuple[str, str]:
         folds = ranking_folds(arm.targeted, f)
@@ -301,11 +373,17 @@ class StudySteps:
 
     def _train(self, arm: Arm, f: int, r: int) -> None:
         s = self.study
+        name = f"train-{arm.name}-f{f}-r{r}"
+        if self.has(name):
+            return  # trained earlier in the chain (the inspection's baseline)
         dataset_id, dataset_name = self.trained_dataset(arm, f)
         after = {"baseline": ["plan"], "diffboost": ["plan", f"twins-{arm.generator}-f{f}"],
                  "expansion": [f"expand-{arm.name}-f{f}"]}[arm.use]
-        self.add(self._train_step(f"train-{arm.name}-f{f}-r{r}", dataset_id, dataset_name, s.trainer(arm), f,
-                                  self.results(r), after))
+        step = self._train_step(name, dataset_id, dataset_name, s.trainer(arm), f, self.results(r), after)
+        inspects_with_it = arm.use == "baseline" and r == 0 and any(g.inspect for g in s.generators.values())
+        if s.budget.short and not s.budget.final_validation and not inspects_with_it:
+            step.env["nnUNetSynth_final_validation"] = "0"  # cross-eval predicts the fold's validation cases
+        self.add(step)
 
     def model_spec(self, arm: Arm, f: int) -> str:
         dataset_id, _ = self.trained_dataset(arm, f)

@@ -8,6 +8,11 @@ read it from environment variables instead, in the way nnU-Net reads
 - ``nnUNetSynth_epochs`` (default 2)
 - ``nnUNetSynth_iterations_per_epoch`` (default 5)
 - ``nnUNetSynth_val_iterations_per_epoch`` (default 2)
+- ``nnUNetSynth_final_validation`` (default 1): 0 skips nnU-Net's validation of
+  the fold after training (``fold_F/validation``). A study sets it for the
+  arms its own cross-eval evaluates on the same validation cases, where
+  nnU-Net's pass would be the same work twice. ``nnUNetv2_train ... --val``
+  runs the validation later (with the variable unset).
 
 The values in force are written to the training log, so a run documents itself.
 """
@@ -24,6 +29,16 @@ SCHEDULE_VARIABLES = {
     "num_iterations_per_epoch": ("nnUNetSynth_iterations_per_epoch", 5),
     "num_val_iterations_per_epoch": ("nnUNetSynth_val_iterations_per_epoch", 2),
 }
+
+
+FINAL_VALIDATION_VARIABLE = "nnUNetSynth_final_validation"
+
+
+def final_validation_from_environment() -> bool:
+    raw = os.environ.get(FINAL_VALIDATION_VARIABLE, "1")
+    if raw not in ("0", "1"):
+        raise SynthError(f"environment variable {FINAL_VALIDATION_VARIABLE}={raw!r} must be 0 or 1")
+    return raw == "1"
 
 
 def schedule_from_environment() -> dict[str, int]:
@@ -50,9 +65,17 @@ class ShortScheduleMixin:
             setattr(self, attribute, value)
         # Checkpoints every epoch, so that a short run can be resumed with --c.
         self.save_every = 1
+        self.final_validation = final_validation_from_environment()
 
     def on_train_start(self):
         super().on_train_start()
         self.print_to_log_file(
             f"short schedule: {self.num_epochs} epochs x {self.num_iterations_per_epoch} iterations "
             f"({self.num_val_iterations_per_epoch} validation iterations)")
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        if not self.final_validation:
+            self.print_to_log_file(f"final validation skipped ({FINAL_VALIDATION_VARIABLE}=0); run it later with "
+                                   f"nnUNetv2_train ... --val and the variable unset")
+            return
+        super().perform_actual_validation(save_probabilities)
