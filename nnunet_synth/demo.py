@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from nnunet_synth.errors import SynthError
 from nnunet_synth.recipes import check_workdir_settings
 
 DEFAULT_BUDGET = {"cpu": 15.0, "cuda": 60.0}
+FILTER_MINUTES = 5.0  # CPU budgets below it: no consistency filter (see demo_config)
 CONFIG_FILE = "demo.toml"
 
 
@@ -33,8 +35,10 @@ def demo_config(budget_minutes: float, cuda: bool) -> dict:
 
     The built-in file is the 15-minute CPU schedule, measured on 2 cores (README, "The demo"). A smaller
     budget shrinks the phantom, the generator's training and the trainings; a larger one lengthens the
-    trainings and the generator's training, up to the phantom's built-in size. Every budget keeps the arms
-    and the two repeats, so the table always has the same rows.
+    trainings and the generator's training. Every budget keeps the two repeats. Below
+    ``FILTER_MINUTES`` the baseline trains too briefly to find a lesion, so it cannot judge a twin:
+    inspect then reports its figures without a filter, and the unfiltered arm, which would train on the
+    same cases as the expansion arm, is left out.
     """
     from nnunet_synth.study.config import builtin_path, read_toml
 
@@ -58,17 +62,21 @@ def demo_config(budget_minutes: float, cuda: bool) -> dict:
     budget.update(epochs=_scaled(budget["epochs"], min(s, 1.0), 1), iterations=_scaled(budget["iterations"], s, 2))
     if s < 1:
         config["evaluation"]["bootstrap"] = _scaled(2000, s, 200, 2000)
+    if budget_minutes < FILTER_MINUTES:
+        config["generators"]["ddpm"]["inspect"].pop("filter")
+        del config["arms"]["expansion_unfiltered"]
     return config
 
 
 @contextmanager
-def demo_folders(workdir: Path, device: str):
+def demo_folders(workdir: Path, device: str, create: bool = True):
     """nnU-Net's variables pointed into the work folder while the demo runs; the caller's are restored after."""
     names = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_n_proc_DA")
     saved = {k: os.environ.get(k) for k in names}
     folders = {k: workdir / k for k in names[:3]}
     for key, folder in folders.items():
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         os.environ[key] = str(folder)
     # on a CPU the demo's images are tiny: one export process, two augmentation workers (2 cores)
     os.environ.setdefault("nnUNet_def_n_proc", "1" if device == "cpu" else "2")
@@ -106,23 +114,30 @@ def run_demo(workdir, budget: float | None = None, device: str = "auto", dry_run
     # a float, so that --budget 15, budget=15 and the default 15.0 are the same settings
     budget = float(budget) if budget is not None else DEFAULT_BUDGET[kind]
     config = demo_config(budget, kind == "cuda")
+    shown = str(workdir)
     workdir = Path(workdir).resolve()
+    text = f"# nnunet-synth demo --budget {budget:g} on {kind}: the built-in study 'demo' scaled to the budget\n"
+    text += tomli_w.dumps(config)
+    self_command = ["nnunet-synth", "demo", "-w", str(workdir), "--budget", f"{budget:g}", "--device", device]
+    if dry_run:  # nothing is written into the work folder
+        with tempfile.TemporaryDirectory() as scratch, demo_folders(workdir, device, create=False):
+            path = Path(scratch) / CONFIG_FILE
+            path.write_text(text)
+            return run_study(path, f"{shown}/{CONFIG_FILE}", workdir, device, self_command, dry_run=True,
+                             shown_work=shown)
     workdir.mkdir(parents=True, exist_ok=True)
     # the phantom's size follows the budget, so a work folder holds one budget and device
     check_workdir_settings(workdir / "demo_settings.json", {"budget_minutes": budget, "device": device,
                                                             "config": config},
                            describe=lambda p: f"budget {p.get('budget_minutes')}, device {p.get('device')}")
     path = workdir / CONFIG_FILE
-    text = f"# nnunet-synth demo --budget {budget:g} on {kind}: the built-in study 'demo' scaled to the budget\n"
-    text += tomli_w.dumps(config)
     if not path.exists() or path.read_text() != text:
         write_text_atomic(path, text)
-    self_command = ["nnunet-synth", "demo", "-w", str(workdir), "--budget", f"{budget:g}", "--device", device]
     print(f"nnunet-synth demo in {workdir} on {device}, budget {budget:g} min: the study {path}", flush=True)
     start = time.time()
     with demo_folders(workdir, device):
-        code = run_study(path, str(path), workdir, device, self_command, dry_run=dry_run, only=only)
-    if code != 0 or dry_run or only:
+        code = run_study(path, str(path), workdir, device, self_command, only=only)
+    if code != 0 or only:
         return code
     print("\nTrained on scanner A (fold 0); tested on its validation cases and on scanners A, B, C. Each case's "
           "metric is averaged over the repeats; p: Wilcoxon signed-rank against the baseline, Holm-corrected.\n")

@@ -109,14 +109,18 @@ class DemoRun:
     again: str           # stdout of the same command rerun
 
     def folders(self):
-        return make_nnunet_folders(self.workdir)
+        """The demo's nnU-Net folders; results: repeat 0's root (WORK/results/r0), where the study trained."""
+        from nnunet_synth.testing import NnunetFolders
+
+        return NnunetFolders(self.workdir / "nnUNet_raw", self.workdir / "nnUNet_preprocessed",
+                             self.workdir / "results" / "r0")
 
 
 def _run_demo(folder):
     workdir = folder / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_", "nnUNetSynth_"))}
-    # One export process per training (the demo's default is 2): the suite shares 2 cores between two tests.
-    env["nnUNet_def_n_proc"] = "1"
+    # One export process and one augmentation worker per training: the suite shares 2 cores between two tests.
+    env.update(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
     command = [venv_command("nnunet-synth"), "demo", "-w", str(workdir), "--budget", "1", "--device", "cpu"]
     (folder / "first.txt").write_text(run_command(command, env, timeout=1800).stdout)
     # a rerun skips every step (test_demo_e2e checks it); run here, before any test reads the folder
@@ -127,9 +131,10 @@ def _run_demo(folder):
 def demo_run(tmp_path_factory):
     """The demo with a tiny budget, run (and rerun) once per session; tests read its work folder, never change it.
 
-    It is the one 2D chain of the suite (phantom, plan, fit, twins, new, twin-prep, expand, baseline / DiffBoost /
-    expansion trainings, cross-eval): test_demo_e2e checks the chain, and other tests reuse its trained models
-    instead of training their own. Tests that use it run on one xdist worker (see pytest_collection_modifyitems).
+    It is the one 2D chain of the suite, the built-in study `demo` (phantom, plan, fit, generate, the baseline,
+    inspect, twins, expand, baseline / DiffBoost / expansion trainings in two repeats, cross-eval, report):
+    test_demo_e2e checks the chain, and other tests reuse its trained models instead of training their own.
+    Tests that use it run on one xdist worker (see pytest_collection_modifyitems).
     """
     folder = built_once(tmp_path_factory, "demo_run", _run_demo)
     return DemoRun(folder / "demo", (folder / "first.txt").read_text(), (folder / "again.txt").read_text())
@@ -215,7 +220,7 @@ def accelerate_generate(arguments: list[str], env: dict) -> subprocess.Completed
 # The longest tests, longest first (seconds on 2 idle cores). ``make test`` runs the suite on two
 # xdist workers with --dist loadgroup, which hands out tests in this order as workers free up:
 # starting the longest ones first lets both workers finish at about the same time.
-LONGEST_FIRST = ("test_demo_e2e.py", "test_study_e2e.py", "test_meddiff_ft.py", "test_reliability.py",
+LONGEST_FIRST = ("test_demo_e2e.py", "test_meddiff_ft.py", "test_reliability.py",
                  "test_diffboost_e2e.py", "test_expand_e2e.py", "test_eval_cross_e2e.py", "test_quality_inspect.py",
                  "test_diffboost_3d.py", "test_resume_write.py", "test_discovery_and_doctor.py", "test_sd_inpaint.py",
                  "test_controlnet.py")

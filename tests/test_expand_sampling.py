@@ -55,7 +55,8 @@ def test_probabilities_refuse_what_cannot_be_drawn():
 
 @pytest.mark.parametrize("name, p", [("nnUNetTrainerSynthExpand", None), ("nnUNetTrainerSynthExpand_syn25", 0.25),
                                      ("nnUNetTrainerSynthExpand_syn50", 0.5), ("nnUNetTrainerSynthExpand_syn75", 0.75),
-                                     ("nnUNetTrainerSynthExpandShort", None)])
+                                     ("nnUNetTrainerSynthExpandShort", None),
+                                     ("nnUNetTrainerSynthExpand_syn50Short", 0.5)])
 def test_trainer_variants_carry_their_probability(name, p, monkeypatch):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 

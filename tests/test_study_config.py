@@ -128,3 +128,16 @@ def test_a_dataset_id_the_study_would_write_is_taken(tmp_path, real, nnunet_fold
     assert main(["study", str(config(tmp_path)), "-w", str(tmp_path / "work"), "--device", "cpu", "--dry-run"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "dataset id 953 is taken by Dataset953_Someone" in err[0] and "first_id" in err[0]
+
+
+@pytest.mark.parametrize("phantom, problem", [
+    ("first_id = 700", "[study].dataset = 951: with [phantom] the real dataset is the phantom's training set, 700"),
+    ("first_id = 951\nimage_size = 7", "[phantom]: image size 7: must be a whole number of rows"),
+    ("first_id = 951\nn_tran = 3", "unknown key 'n_tran' in [phantom]"),
+])
+def test_phantom_section_is_checked_before_anything_is_written(tmp_path, nnunet_folders, phantom, problem):
+    path = config(tmp_path, tests=f"[phantom]\n{phantom}")
+    with pytest.raises(StudyConfigError) as e:
+        load_config(path, check_data=False)
+    assert len(e.value.problems) == 1 and problem in e.value.problems[0]
+    assert not any(nnunet_folders.raw.iterdir())

@@ -122,3 +122,50 @@ def test_generate_options_reach_the_command(study, tmp_path):
     words = " ".join(command)
     assert "--mode twins -k 2 --seed 7" in words and "--strength 0.5 --sampling full" in words
     assert command[command.index("--cases") + 1:] == sorted(run.chain.folds[0]["train"])
+
+
+INSPECTED = dict(generator_extra='inspect = { filter = "0.5:0.95", disable_tta = true }',
+                 study_extra="repeats = 2",
+                 tests='[budget]\nepochs = 1\nfinal_validation = false\n\n[arms.unfiltered]\nuse = "expansion"\n'
+                       'generator = "ddpm"\nfiltered = false')
+
+
+def test_inspected_generator_waits_for_the_repeat0_baseline(study, tmp_path):
+    chain = StudyRun(study(**INSPECTED), tmp_path / "work", "cpu", ["nnunet-synth", "study", "x"], "R").chain
+    names = [s.name for s in chain.steps]
+    assert names.index("train-baseline-f0-r0") < names.index("inspect-ddpm-f0") < names.index("expand-expanded-f0")
+    assert names.count("train-baseline-f0-r0") == 1
+    inspect = chain.by_name["inspect-ddpm-f0"]
+    assert inspect.after == ["generate-ddpm-f0", "train-baseline-f0-r0"]
+    words = inspect.command
+    assert words[:3] == ["nnunet-synth", "inspect", "952"] and words[words.index("--filter") + 1] == "0.5:0.95"
+    assert words[words.index("--baseline") + 1] == (
+        f"{tmp_path / 'work'}/results/r0/Dataset951_Tiny/nnUNetTrainerShort__nnUNetPlans__2d")
+    assert "--disable-tta" in words and inspect.on_change == ["--overwrite"]
+    for arm in ("expanded", "unfiltered"):
+        expand = chain.by_name[f"expand-{arm}-f0"]
+        assert expand.after == ["plan", "inspect-ddpm-f0"]
+        assert ("--include-filtered" in expand.command) == (arm == "unfiltered")
+    # nnU-Net's own validation only where something reads it: the baseline that inspect uses
+    validation = {s.name: s.env.get("nnUNetSynth_final_validation") for s in chain.steps if s.training}
+    assert validation == {"train-baseline-f0-r0": None, "train-expanded-f0-r0": "0", "train-unfiltered-f0-r0": "0",
+                          "train-baseline-f0-r1": "0", "train-expanded-f0-r1": "0", "train-unfiltered-f0-r1": "0"}
+    # the inspection writes into the synthetic dataset: that is not a dataset of its own
+    assert chain.written_datasets() == {952: "TinyDdpmF0", 953: "TinyExpandedF0", 954: "TinyUnfilteredF0"}
+    assert chain.foreign_datasets() == []
+
+
+@pytest.mark.parametrize("parts, problem", [
+    (dict(arm_extra="filtered = false"), "generator 'ddpm' has no inspect filter"),
+    (dict(generator_extra='inspect = { filter = "0.7:0.2" }'), "LOW is greater than HIGH"),
+    (dict(generator_extra='inspect = { filtr = "0.5" }'), "unknown key 'filtr' in [generators.ddpm].inspect"),
+    (dict(generator_extra='inspect = { filter = "0.5" }',
+          tests='[arms.boost]\nuse = "diffboost"\ngenerator = "ddpm"\nfiltered = false'),
+     "[arms.boost].filtered = false: for expansion arms of an inspected generator only"),
+])
+def test_inspect_and_filtered_settings_are_checked(study, parts, problem):
+    from nnunet_synth.study.config import StudyConfigError
+
+    with pytest.raises(StudyConfigError) as e:
+        study(**parts)
+    assert len(e.value.problems) == 1 and problem in e.value.problems[0]

@@ -25,3 +25,16 @@ class nnUNetTrainerSynthExpand_syn75(SynthExpandTrainer):
 
 class nnUNetTrainerSynthExpandShort(ShortScheduleMixin, SynthExpandTrainer):
     """Short schedule from environment variables, for demos and smoke tests."""
+
+
+# the variants with the short schedule, so that a study with a [budget] can compare probabilities
+class nnUNetTrainerSynthExpand_syn25Short(ShortScheduleMixin, nnUNetTrainerSynthExpand_syn25):
+    pass
+
+
+class nnUNetTrainerSynthExpand_syn50Short(ShortScheduleMixin, nnUNetTrainerSynthExpand_syn50):
+    pass
+
+
+class nnUNetTrainerSynthExpand_syn75Short(ShortScheduleMixin, nnUNetTrainerSynthExpand_syn75):
+    pass

@@ -133,7 +133,7 @@ class StudySteps:
         out = {}
         for step in self.steps:
             for path in step.writes:
-                m = re.fullmatch(r"\$nnUNet_raw/Dataset(\d+)_(.+)", path)
+                m = re.fullmatch(r"\$nnUNet_raw/Dataset(\d+)_([^/]+)", path)
                 if m:
                     out[int(m.group(1))] = m.group(2)
         return out

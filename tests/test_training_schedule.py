@@ -1,0 +1,55 @@
+"""The *Short trainers' schedule variables, and nnUNetSynth_final_validation=0, which skips nnU-Net's validation
+after training (a study sets it where its cross-eval predicts the same validation cases)."""
+import pytest
+
+from nnunet_synth.errors import SynthError
+from nnunet_synth.training.schedule import ShortScheduleMixin
+
+
+class RecordingTrainer:
+    """Stands in for nnUNetTrainer: the mixin's constructor and validation call into it."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=None):
+        self.log, self.validated = [], []
+
+    def print_to_log_file(self, *args):
+        self.log.append(" ".join(map(str, args)))
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.validated.append(save_probabilities)
+
+
+class ShortTrainer(ShortScheduleMixin, RecordingTrainer):
+    pass
+
+
+def test_schedule_comes_from_the_variables(monkeypatch):
+    monkeypatch.setenv("nnUNetSynth_epochs", "3")
+    monkeypatch.setenv("nnUNetSynth_iterations_per_epoch", "7")
+    monkeypatch.delenv("nnUNetSynth_val_iterations_per_epoch", raising=False)
+    trainer = ShortTrainer({}, "2d", 0, {})
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (3, 7, 2)
+    assert trainer.save_every == 1
+
+
+@pytest.mark.parametrize("value, validates", [(None, True), ("1", True), ("0", False)])
+def test_final_validation_runs_unless_switched_off(monkeypatch, value, validates):
+    if value is None:
+        monkeypatch.delenv("nnUNetSynth_final_validation", raising=False)
+    else:
+        monkeypatch.setenv("nnUNetSynth_final_validation", value)
+    trainer = ShortTrainer({}, "2d", 0, {})
+    trainer.perform_actual_validation(True)
+    assert trainer.validated == ([True] if validates else [])
+    skipped = [line for line in trainer.log if "final validation skipped" in line]
+    assert bool(skipped) != validates
+    if skipped:
+        assert "nnUNetv2_train ... --val" in skipped[0]
+
+
+@pytest.mark.parametrize("variable, value", [("nnUNetSynth_final_validation", "no"),
+                                             ("nnUNetSynth_epochs", "0"), ("nnUNetSynth_epochs", "two")])
+def test_bad_values_are_refused_before_training(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SynthError, match=f"{variable}="):
+        ShortTrainer({}, "2d", 0, {})
