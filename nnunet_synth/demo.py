@@ -55,6 +55,8 @@ def demo_config(budget_minutes: float, cuda: bool) -> dict:
         fit.update(channels=[32, 64, 128], patch_size=64, batch_size=16, train_steps=_scaled(4000, s, 200))
         generate.update(steps=50)
         budget.update(epochs=_scaled(50, s, 2), iterations=100, val_iterations=10)
+        budget.pop("augmentation_processes")  # nnU-Net's own worker count feeds a GPU
+        config["evaluation"]["examples"] = 3
         config["study"]["num_processes"] = 2
         return config
     phantom.update(n_train=_scaled(phantom["n_train"], s, 10, 40), n_test=_scaled(phantom["n_test"], s, 4, 12))
@@ -78,9 +80,10 @@ def demo_folders(workdir: Path, device: str, create: bool = True):
         if create:
             folder.mkdir(parents=True, exist_ok=True)
         os.environ[key] = str(folder)
-    # on a CPU the demo's images are tiny: one export process, two augmentation workers (2 cores)
+    # on a CPU the demo's images are tiny: one export process and one augmentation worker per training
+    # (2 cores; a second worker only competes with the network for them)
     os.environ.setdefault("nnUNet_def_n_proc", "1" if device == "cpu" else "2")
-    os.environ.setdefault("nnUNet_n_proc_DA", "2" if device == "cpu" else "6")
+    os.environ.setdefault("nnUNet_n_proc_DA", "1" if device == "cpu" else "6")
     try:
         yield
     finally:
@@ -94,7 +97,7 @@ def demo_folders(workdir: Path, device: str, create: bool = True):
 def pooled_table(report: str) -> str:
     """The report's table over the repeats (its first results section)."""
     lines = report.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("## Fold ") and "repeats" in line), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith("## Fold ") and " over " in line), None)
     if start is None:
         raise SynthError("the study's report.md has no table over the repeats")
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))

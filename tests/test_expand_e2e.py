@@ -75,9 +75,10 @@ def test_expand_writes_leak_free_folds_and_refuses_leaky_ones(planned_tiny_2d, n
 
 @pytest.mark.e2e
 def test_expanded_model_trains_validates_and_predicts(demo_run, tmp_path):
-    """The demo's expansion training (Dataset710: Dataset700's real cases + fold 0's twins and new pairs)."""
+    """The demo's expansion training (Dataset705: Dataset700's real cases + fold 0's kept twins). The study skipped
+    nnU-Net's validation after training (its cross-eval predicts the same cases): `nnUNetv2_train --val` adds it."""
     demo = demo_run.folders()
-    expanded = next(demo.raw.glob("Dataset710_*"))
+    expanded = next(demo.raw.glob("Dataset705_*"))
     real = next(demo.raw.glob("Dataset700_*"))
     fold0 = json.loads((demo.preprocessed / expanded.name / "splits_final.json").read_text())[0]
     sources = {k: v["source_case"] for k, v in json.loads((expanded / "synthesis.json").read_text())["cases"].items()}
@@ -85,26 +86,28 @@ def test_expanded_model_trains_validates_and_predicts(demo_run, tmp_path):
     n_real = len(fold0["train"]) - n_synthetic
     trainer = "nnUNetTrainerSynthExpandShort__nnUNetPlans__2d"
     result = demo.results / expanded.name / trainer / "fold_0"
-    assert (result / "checkpoint_final.pth").is_file()
+    assert (result / "checkpoint_final.pth").is_file() and not (result / "validation").exists()
     log = "".join(p.read_text() for p in result.glob("training_log_*.txt"))
     assert (f"split check passed: {n_real} real + {n_synthetic} synthetic training cases, "
             f"{len(fold0['val'])} real validation cases") in log
     assert n_synthetic > 0 and not set(fold0["val"]) & set(sources)
     assert "samples drawn this epoch:" in log
-    validated = json.loads((result / "validation" / "summary.json").read_text())
-    assert {c["prediction_file"].split("/")[-1] for c in validated["metric_per_case"]} == \
-        {f"{c}.nii.gz" for c in fold0["val"]}
 
-    # nnU-Net's own downstream commands, unchanged, on a copy of the results (the demo's folder stays as it was)
+    # nnU-Net's own commands, unchanged, on a copy of the results (the demo's folder stays as it was)
     results = copy_results(demo.results / expanded.name, tmp_path / "results" / expanded.name).parent
     env = {**demo.env(), "nnUNet_results": str(results)}
-    run_command([venv_command("nnUNetv2_find_best_configuration"), "710", "-c", "2d", "-tr",
+    run_command([venv_command("nnUNetv2_train"), "705", "2d", "0", "-tr", "nnUNetTrainerSynthExpandShort", "--val",
+                 "-device", "cpu"], env)
+    validated = json.loads((results / expanded.name / trainer / "fold_0" / "validation" / "summary.json").read_text())
+    assert {c["prediction_file"].split("/")[-1] for c in validated["metric_per_case"]} == \
+        {f"{c}.nii.gz" for c in fold0["val"]}
+    run_command([venv_command("nnUNetv2_find_best_configuration"), "705", "-c", "2d", "-tr",
                  "nnUNetTrainerSynthExpandShort", "-f", "0", "--disable_ensembling", "-np", "1"], env)
     assert (results / expanded.name / "inference_information.json").is_file()
     pred_in, pred_out = tmp_path / "pred_in", tmp_path / "pred_out"
     pred_in.mkdir()
     for c in fold0["val"][:2]:
         (pred_in / f"{c}_0000.nii.gz").write_bytes((real / "imagesTr" / f"{c}_0000.nii.gz").read_bytes())
-    run_command([venv_command("nnUNetv2_predict"), "-i", str(pred_in), "-o", str(pred_out), "-d", "710", "-c", "2d",
+    run_command([venv_command("nnUNetv2_predict"), "-i", str(pred_in), "-o", str(pred_out), "-d", "705", "-c", "2d",
                  "-f", "0", "-tr", "nnUNetTrainerSynthExpandShort", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
     assert sorted(p.name for p in pred_out.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in fold0["val"][:2])

@@ -25,8 +25,8 @@ GENERATE_KEYS = ("mode", "k", "seed", "prompt")
 SECTIONS = {
     "study": {"name", "dataset", "configuration", "plans", "folds", "repeats", "first_id", "num_processes"},
     "phantom": {"first_id", "n_train", "n_test", "image_size", "seed", "scanners"},
-    "budget": {"epochs", "iterations", "val_iterations", "final_validation"},
-    "evaluation": {"disable_tta", "bootstrap", "seed", "label_map"},
+    "budget": {"epochs", "iterations", "val_iterations", "final_validation", "augmentation_processes"},
+    "evaluation": {"disable_tta", "bootstrap", "seed", "label_map", "examples"},
     "tests": {"name", "dataset", "folder"},
     "generators": {"name", "fit", "generate", "fit_fold", "model", "inspect"},
     "inspect": {"filter", "disable_tta", "copy_threshold"},
@@ -53,6 +53,8 @@ class Budget:
     # False: nnU-Net's validation after training is skipped where nothing but the study's own cross-eval (which
     # predicts the same validation cases) would read it; inspect and targeted steps still get theirs
     final_validation: bool = True
+    # nnUNet_n_proc_DA of the trainings (None: the caller's); 0 augments in the training process itself
+    augmentation_processes: int | None = None
 
     @property
     def short(self) -> bool:
@@ -140,6 +142,7 @@ class Study:
     arms: tuple[Arm, ...] = ()
     disable_tta: bool = False
     bootstrap: int = 10000
+    examples: int = 3                 # cross-eval's --examples (cases per direction in the example grids)
     eval_seed: int = 0
     label_map: tuple[str, ...] = ()   # cross-eval's --label-map, for every test set
     phantom: Phantom | None = None
@@ -253,7 +256,9 @@ def _parse(raw: dict, label: str, problems: list[str]) -> Study | None:
     _unknown(b, SECTIONS["budget"], "[budget]", problems)
     budget = Budget(*(_typed(b, k, int, "[budget]", problems, minimum=1) for k in ("epochs", "iterations",
                                                                                   "val_iterations")),
-                    final_validation=_typed(b, "final_validation", bool, "[budget]", problems, default=True))
+                    final_validation=_typed(b, "final_validation", bool, "[budget]", problems, default=True),
+                    augmentation_processes=_typed(b, "augmentation_processes", int, "[budget]", problems,
+                                                  minimum=0))
     if b and budget.epochs is None:
         problems.append("[budget] needs 'epochs' (with iterations and val_iterations: the short schedule of every arm)")
     if budget.epochs is not None:
@@ -279,6 +284,7 @@ def _parse(raw: dict, label: str, problems: list[str]) -> Study | None:
                  budget=budget, tests=tests, generators=generators, arms=arms,
                  disable_tta=_typed(e, "disable_tta", bool, "[evaluation]", problems, default=False),
                  bootstrap=_typed(e, "bootstrap", int, "[evaluation]", problems, default=10000, minimum=100),
+                 examples=_typed(e, "examples", int, "[evaluation]", problems, default=3, minimum=0),
                  eval_seed=_typed(e, "seed", int, "[evaluation]", problems, default=0), label_map=tuple(label_map),
                  phantom=phantom)
 

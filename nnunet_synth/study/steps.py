@@ -362,6 +362,8 @@ class StudySteps:
                     after: list[str]) -> Step:
         s, b = self.study, self.study.budget
         env = {"nnUNet_results": results}
+        if b.augmentation_processes is not None:
+            env["nnUNet_n_proc_DA"] = str(b.augmentation_processes)
         if b.short:
             env.update(nnUNetSynth_epochs=str(b.epochs), nnUNetSynth_iterations_per_epoch=str(b.iterations),
                        nnUNetSynth_val_iterations_per_epoch=str(b.val_iterations))
@@ -398,7 +400,7 @@ class StudySteps:
                        *[w for a in s.arms for w in ("--model", f"{a.name}={self.model_spec(a, f)}")],
                        *[w for t in tests for w in ("--test", t)], *[w for m in s.label_map for w in ("--label-map", m)],
                        "--baseline", s.baseline.name, "-o", output, "--device", self.device,
-                       "--bootstrap", str(s.bootstrap), "--seed", str(s.eval_seed),
+                       "--bootstrap", str(s.bootstrap), "--seed", str(s.eval_seed), "--examples", str(s.examples),
                        *(["--disable-tta"] if s.disable_tta else [])],
                       after=["validation-sets", *[f"train-{a.name}-f{f}-r{r}" for a in s.arms]],
                       env={"nnUNet_results": self.results(r)},
