@@ -126,8 +126,8 @@ def test_generate_options_reach_the_command(study, tmp_path):
 
 INSPECTED = dict(generator_extra='inspect = { filter = "0.5:0.95", disable_tta = true }',
                  study_extra="repeats = 2",
-                 tests='[budget]\nepochs = 1\nfinal_validation = false\n\n[arms.unfiltered]\nuse = "expansion"\n'
-                       'generator = "ddpm"\nfiltered = false')
+                 tests='[budget]\nepochs = 1\nfinal_validation = false\nseed = 5\naugmentation_processes = 0\n\n'
+                       '[arms.unfiltered]\nuse = "expansion"\ngenerator = "ddpm"\nfiltered = false')
 
 
 def test_inspected_generator_waits_for_the_repeat0_baseline(study, tmp_path):
@@ -150,6 +150,10 @@ def test_inspected_generator_waits_for_the_repeat0_baseline(study, tmp_path):
     validation = {s.name: s.env.get("nnUNetSynth_final_validation") for s in chain.steps if s.training}
     assert validation == {"train-baseline-f0-r0": None, "train-expanded-f0-r0": "0", "train-unfiltered-f0-r0": "0",
                           "train-baseline-f0-r1": "0", "train-expanded-f0-r1": "0", "train-unfiltered-f0-r1": "0"}
+    # repeat R trains with seed 5 + R; augmentation in the training process (trainings only, not planning)
+    seeds = {s.name: (s.env.get("nnUNetSynth_seed"), s.env.get("nnUNet_n_proc_DA")) for s in chain.steps if s.training}
+    assert set(seeds.values()) == {("5", "0"), ("6", "0")} and seeds["train-baseline-f0-r1"] == ("6", "0")
+    assert "nnUNet_n_proc_DA" not in chain.by_name["plan"].env
     # the inspection writes into the synthetic dataset: that is not a dataset of its own
     assert chain.written_datasets() == {952: "TinyDdpmF0", 953: "TinyExpandedF0", 954: "TinyUnfilteredF0"}
     assert chain.foreign_datasets() == []

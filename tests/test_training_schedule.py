@@ -53,3 +53,30 @@ def test_bad_values_are_refused_before_training(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
     with pytest.raises(SynthError, match=f"{variable}="):
         ShortTrainer({}, "2d", 0, {})
+
+
+def test_seed_makes_the_draws_repeat(monkeypatch):
+    import random
+
+    import numpy as np
+    import torch
+
+    def draws():
+        ShortTrainer({}, "2d", 0, {})
+        return random.random(), float(np.random.uniform()), float(torch.rand(1))
+
+    monkeypatch.setenv("nnUNetSynth_seed", "3")
+    first, again = draws(), draws()
+    monkeypatch.setenv("nnUNetSynth_seed", "4")
+    other = draws()
+    assert first == again and all(a != b for a, b in zip(first, other))
+    assert ShortTrainer({}, "2d", 0, {}).seed == 4
+    monkeypatch.delenv("nnUNetSynth_seed")
+    assert ShortTrainer({}, "2d", 0, {}).seed is None
+
+
+@pytest.mark.parametrize("value", ["-1", "x", str(2 ** 32)])
+def test_bad_seed_is_refused(monkeypatch, value):
+    monkeypatch.setenv("nnUNetSynth_seed", value)
+    with pytest.raises(SynthError, match="nnUNetSynth_seed="):
+        ShortTrainer({}, "2d", 0, {})

@@ -25,7 +25,7 @@ GENERATE_KEYS = ("mode", "k", "seed", "prompt")
 SECTIONS = {
     "study": {"name", "dataset", "configuration", "plans", "folds", "repeats", "first_id", "num_processes"},
     "phantom": {"first_id", "n_train", "n_test", "image_size", "seed", "scanners"},
-    "budget": {"epochs", "iterations", "val_iterations", "final_validation", "augmentation_processes"},
+    "budget": {"epochs", "iterations", "val_iterations", "final_validation", "augmentation_processes", "seed"},
     "evaluation": {"disable_tta", "bootstrap", "seed", "label_map", "examples"},
     "tests": {"name", "dataset", "folder"},
     "generators": {"name", "fit", "generate", "fit_fold", "model", "inspect"},
@@ -55,6 +55,7 @@ class Budget:
     final_validation: bool = True
     # nnUNet_n_proc_DA of the trainings (None: the caller's); 0 augments in the training process itself
     augmentation_processes: int | None = None
+    seed: int | None = None   # repeat R trains with seed + R (nnUNetSynth_seed); None: unseeded, as nnU-Net
 
     @property
     def short(self) -> bool:
@@ -258,7 +259,8 @@ def _parse(raw: dict, label: str, problems: list[str]) -> Study | None:
                                                                                   "val_iterations")),
                     final_validation=_typed(b, "final_validation", bool, "[budget]", problems, default=True),
                     augmentation_processes=_typed(b, "augmentation_processes", int, "[budget]", problems,
-                                                  minimum=0))
+                                                  minimum=0),
+                    seed=_typed(b, "seed", int, "[budget]", problems, minimum=0))
     if b and budget.epochs is None:
         problems.append("[budget] needs 'epochs' (with iterations and val_iterations: the short schedule of every arm)")
     if budget.epochs is not None:

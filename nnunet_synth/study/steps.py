@@ -359,7 +359,7 @@ class StudySteps:
                       reads=[model, baseline], writes=[self.raw(syn_id, syn_name)], on_change=["--overwrite"]))
 
     def _train_step(self, name: str, dataset_id: int, dataset_name: str, trainer: str, fold: int, results: str,
-                    after: list[str]) -> Step:
+                    after: list[str], repeat: int = 0) -> Step:
         s, b = self.study, self.study.budget
         env = {"nnUNet_results": results}
         if b.augmentation_processes is not None:
@@ -367,6 +367,8 @@ class StudySteps:
         if b.short:
             env.update(nnUNetSynth_epochs=str(b.epochs), nnUNetSynth_iterations_per_epoch=str(b.iterations),
                        nnUNetSynth_val_iterations_per_epoch=str(b.val_iterations))
+            if b.seed is not None:
+                env["nnUNetSynth_seed"] = str(b.seed + repeat)
         folder = f"{results}/Dataset{dataset_id:03d}_{dataset_name}/{trainer}__{s.plans}__{s.configuration}/fold_{fold}"
         return Step(name, ["nnUNetv2_train", str(dataset_id), s.configuration, str(fold), "-tr", trainer,
                            "-p", s.plans, "-device", "cuda" if self.device.startswith("cuda") else self.device],
@@ -381,7 +383,7 @@ class StudySteps:
         dataset_id, dataset_name = self.trained_dataset(arm, f)
         after = {"baseline": ["plan"], "diffboost": ["plan", f"twins-{arm.generator}-f{f}"],
                  "expansion": [f"expand-{arm.name}-f{f}"]}[arm.use]
-        step = self._train_step(name, dataset_id, dataset_name, s.trainer(arm), f, self.results(r), after)
+        step = self._train_step(name, dataset_id, dataset_name, s.trainer(arm), f, self.results(r), after, r)
         inspects_with_it = arm.use == "baseline" and r == 0 and any(g.inspect for g in s.generators.values())
         if s.budget.short and not s.budget.final_validation and not inspects_with_it:
             step.env["nnUNetSynth_final_validation"] = "0"  # cross-eval predicts the fold's validation cases

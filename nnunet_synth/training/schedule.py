@@ -13,6 +13,12 @@ read it from environment variables instead, in the way nnU-Net reads
   arms its own cross-eval evaluates on the same validation cases, where
   nnU-Net's pass would be the same work twice. ``nnUNetv2_train ... --val``
   runs the validation later (with the variable unset).
+- ``nnUNetSynth_seed`` (default: unset, nnU-Net's unseeded training): seeds
+  Python's, NumPy's and torch's generators before the trainer is built, so
+  weight initialisation, patch sampling and augmentation are drawn from it. On
+  a CPU with ``nnUNet_n_proc_DA=0`` (augmentation in the training process) a
+  seeded training is reproducible; augmentation workers draw their own
+  numbers. A study's repeat R trains with seed ``[budget].seed + R``.
 
 The values in force are written to the training log, so a run documents itself.
 """
@@ -32,6 +38,30 @@ SCHEDULE_VARIABLES = {
 
 
 FINAL_VALIDATION_VARIABLE = "nnUNetSynth_final_validation"
+SEED_VARIABLE = "nnUNetSynth_seed"
+
+
+def seed_from_environment() -> int | None:
+    raw = os.environ.get(SEED_VARIABLE)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SynthError(f"environment variable {SEED_VARIABLE}={raw!r} is not an integer") from None
+    if not 0 <= value < 2 ** 32:
+        raise SynthError(f"environment variable {SEED_VARIABLE}={value} must lie in 0..2**32-1")
+    return value
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def final_validation_from_environment() -> bool:
@@ -60,6 +90,9 @@ class ShortScheduleMixin:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        self.seed = seed_from_environment()
+        if self.seed is not None:
+            seed_everything(self.seed)  # before nnU-Net builds anything that draws random numbers
         super().__init__(plans, configuration, fold, dataset_json, device)
         for attribute, value in schedule_from_environment().items():
             setattr(self, attribute, value)
@@ -71,7 +104,8 @@ class ShortScheduleMixin:
         super().on_train_start()
         self.print_to_log_file(
             f"short schedule: {self.num_epochs} epochs x {self.num_iterations_per_epoch} iterations "
-            f"({self.num_val_iterations_per_epoch} validation iterations)")
+            f"({self.num_val_iterations_per_epoch} validation iterations)"
+            + (f", seed {self.seed}" if self.seed is not None else ""))
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         if not self.final_validation:
