@@ -35,10 +35,10 @@ def demo_config(budget_minutes: float, cuda: bool) -> dict:
 
     The built-in file is the 15-minute CPU schedule, measured on 2 cores (README, "The demo"). A smaller
     budget shrinks the phantom, the generator's training and the trainings; a larger one lengthens the
-    trainings and the generator's training. Every budget keeps the two repeats. Below
-    ``FILTER_MINUTES`` the baseline trains too briefly to find a lesion, so it cannot judge a twin:
-    inspect then reports its figures without a filter, and the unfiltered arm, which would train on the
-    same cases as the expansion arm, is left out.
+    trainings and the generator's training. Below ``FILTER_MINUTES`` the demo is a smoke run of the
+    chain: the baseline trains too briefly to find a lesion, so it cannot judge a twin; inspect then
+    reports its figures without a filter, the unfiltered arm (which would train on the same cases as the
+    expansion arm) is left out, and each arm trains once.
     """
     from nnunet_synth.study.config import builtin_path, read_toml
 
@@ -67,6 +67,7 @@ def demo_config(budget_minutes: float, cuda: bool) -> dict:
     if budget_minutes < FILTER_MINUTES:
         config["generators"]["ddpm"]["inspect"].pop("filter")
         del config["arms"]["expansion_unfiltered"]
+        config["study"]["repeats"] = 1
     return config
 
 

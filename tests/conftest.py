@@ -132,7 +132,7 @@ def demo_run(tmp_path_factory):
     """The demo with a tiny budget, run (and rerun) once per session; tests read its work folder, never change it.
 
     It is the one 2D chain of the suite, the built-in study `demo` (phantom, plan, fit, generate, the baseline,
-    inspect, twins, expand, baseline / DiffBoost / expansion trainings in two repeats, cross-eval, report):
+    inspect, twins, expand, baseline / DiffBoost / expansion trainings, cross-eval, report; at --budget 1 one repeat):
     test_demo_e2e checks the chain, and other tests reuse its trained models instead of training their own.
     Tests that use it run on one xdist worker (see pytest_collection_modifyitems).
     """

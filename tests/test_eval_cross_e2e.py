@@ -127,7 +127,7 @@ def test_cross_eval_end_to_end(demo_run, nnunet_folders, tmp_path, monkeypatch, 
 
     out = tmp_path / "cross"
     models = {"baseline": "700:nnUNetTrainerShort:nnUNetPlans:2d:0",
-              "augmented": "700:nnUNetTrainerDiffBoostShort:nnUNetPlans:2d:0"}
+              "augmented": "700:nnUNetTrainerDiffBoostInputMixShort:nnUNetPlans:2d:0"}
     tests = {"A": "952", "B": str(plain)}
     cpu = PredictionSettings(device="cpu", use_mirroring=False)
     builds = []
