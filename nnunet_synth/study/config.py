@@ -79,6 +79,13 @@ class Phantom:
     seed: int = 0
     scanners: str = "A,B,C"
 
+    def plan(self) -> list:
+        """The phantom's datasets (phantom.datasets.PhantomDataset); raises SynthError for bad settings."""
+        from nnunet_synth.phantom.datasets import plan_datasets
+
+        return plan_datasets(self.first_id, self.n_train, self.n_test, self.seed, self.image_size,
+                             self.scanners.split(","))
+
     def command(self) -> list[str]:
         return ["nnunet-synth", "phantom", "--first-id", str(self.first_id), "--n-train", str(self.n_train),
                 "--n-test", str(self.n_test), "--seed", str(self.seed), "--scanners", self.scanners, "--quiet",
@@ -292,8 +299,6 @@ def _parse(raw: dict, label: str, problems: list[str]) -> Study | None:
 
 
 def _parse_phantom(raw: dict, s: dict, problems: list[str]) -> Phantom | None:
-    from nnunet_synth.phantom.datasets import check_arguments
-
     p = _table(raw, "phantom", "[phantom]", problems)
     _unknown(p, SECTIONS["phantom"], "[phantom]", problems)
     defaults = Phantom()
@@ -302,8 +307,7 @@ def _parse_phantom(raw: dict, s: dict, problems: list[str]) -> Phantom | None:
     values["scanners"] = _typed(p, "scanners", str, "[phantom]", problems, default=defaults.scanners)
     phantom = Phantom(**values)
     try:
-        check_arguments(phantom.first_id, phantom.n_train, phantom.n_test, phantom.seed, phantom.image_size,
-                        phantom.scanners.split(","))
+        phantom.plan()
     except SynthError as e:
         problems.append(f"[phantom]: {e}")
         return None

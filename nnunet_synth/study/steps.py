@@ -73,22 +73,18 @@ def add_digests(steps: list[Step], work: str) -> dict[str, Step]:
 
 def phantom_step(study: Study) -> Step:
     """[phantom] studies: the step that writes the real and test datasets (it runs before the chain is built)."""
-    from nnunet_synth.phantom.datasets import plan_datasets
-
-    p = study.phantom
-    planned = plan_datasets(p.first_id, p.n_train, p.n_test, p.seed, p.image_size, p.scanners.split(","))
-    return Step("phantom", p.command(), writes=[f"$nnUNet_raw/{d.folder_name}" for d in planned])
+    return Step("phantom", study.phantom.command(),
+                writes=[f"$nnUNet_raw/{d.folder_name}" for d in study.phantom.plan()])
 
 
 def phantom_written(study: Study) -> bool:
     """Every dataset of the study's [phantom] is complete under $nnUNet_raw."""
     import os
 
-    from nnunet_synth.phantom.datasets import dataset_complete, plan_datasets
+    from nnunet_synth.phantom.datasets import dataset_complete
 
-    p, root = study.phantom, Path(os.environ["nnUNet_raw"])
-    planned = plan_datasets(p.first_id, p.n_train, p.n_test, p.seed, p.image_size, p.scanners.split(","))
-    return all(dataset_complete(root, d) for d in planned)
+    root = Path(os.environ["nnUNet_raw"])
+    return all(dataset_complete(root, d) for d in study.phantom.plan())
 
 
 def _safe(text: str) -> str:
