@@ -46,6 +46,22 @@ def run_command(args: list[str], env: dict, timeout: float = 600, check: bool = 
     return proc
 
 
+def nnunet_command(monkeypatch, name: str, *args: str) -> None:
+    """The console script ``name`` (e.g. nnUNetv2_predict) run in this process: the function its entry point
+    names, with ``sys.argv`` as the command line would set it. nnU-Net reads its folder variables when it uses
+    them, so ``monkeypatch.setenv`` them first. Saves a command's start-up (importing torch and nnU-Net).
+    """
+    from importlib.metadata import entry_points
+
+    (entry,) = entry_points(group="console_scripts", name=name)
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    try:
+        entry.load()()
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            raise AssertionError(f"{name} {' '.join(args)} exited {stop.code}") from stop
+
+
 def kill_once(command: list[str], env: dict | None, ready, what: str, timeout: float = 300) -> int:
     """Start ``command`` and SIGKILL it (no cleanup runs) as soon as ``ready()`` holds; returns its exit status.
 

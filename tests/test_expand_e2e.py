@@ -6,7 +6,7 @@ import pytest
 import torch
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-from conftest import copy_results, run_command, use_planned, venv_command
+from conftest import copy_results, nnunet_command, run_command, use_planned, venv_command
 from nnunet_synth.errors import SynthError
 from nnunet_synth.splits import default_folds
 from nnunet_synth.testing import make_standin_synthetic_dataset
@@ -74,7 +74,7 @@ def test_expand_writes_leak_free_folds_and_refuses_leaky_ones(planned_tiny_2d, n
 
 
 @pytest.mark.e2e
-def test_expanded_model_trains_validates_and_predicts(demo_run, tmp_path):
+def test_expanded_model_trains_validates_and_predicts(demo_run, tmp_path, monkeypatch):
     """The demo's expansion training (Dataset705: Dataset700's real cases + fold 0's kept twins). The study skipped
     nnU-Net's validation after training (its cross-eval predicts the same cases): `nnUNetv2_train --val` adds it."""
     demo = demo_run.folders()
@@ -93,21 +93,23 @@ def test_expanded_model_trains_validates_and_predicts(demo_run, tmp_path):
     assert n_synthetic > 0 and not set(fold0["val"]) & set(sources)
     assert "samples drawn this epoch:" in log
 
-    # nnU-Net's own commands, unchanged, on a copy of the results (the demo's folder stays as it was)
+    # nnU-Net's own commands, unchanged, on a copy of the results (the demo's folder stays as it was): their
+    # console scripts' entry points, run in this process (the worker has imported nnU-Net already)
     results = copy_results(demo.results / expanded.name, tmp_path / "results" / expanded.name).parent
-    env = {**demo.env(), "nnUNet_results": str(results)}
-    run_command([venv_command("nnUNetv2_train"), "705", "2d", "0", "-tr", "nnUNetTrainerSynthExpandShort", "--val",
-                 "-device", "cpu"], env)
+    for key, value in {**demo.env(), "nnUNet_results": str(results)}.items():
+        monkeypatch.setenv(key, value)
+    nnunet_command(monkeypatch, "nnUNetv2_train", "705", "2d", "0", "-tr", "nnUNetTrainerSynthExpandShort", "--val",
+                   "-device", "cpu")
     validated = json.loads((results / expanded.name / trainer / "fold_0" / "validation" / "summary.json").read_text())
     assert {c["prediction_file"].split("/")[-1] for c in validated["metric_per_case"]} == \
         {f"{c}.nii.gz" for c in fold0["val"]}
-    run_command([venv_command("nnUNetv2_find_best_configuration"), "705", "-c", "2d", "-tr",
-                 "nnUNetTrainerSynthExpandShort", "-f", "0", "--disable_ensembling", "-np", "1"], env)
+    nnunet_command(monkeypatch, "nnUNetv2_find_best_configuration", "705", "-c", "2d", "-tr",
+                   "nnUNetTrainerSynthExpandShort", "-f", "0", "--disable_ensembling", "-np", "1")
     assert (results / expanded.name / "inference_information.json").is_file()
     pred_in, pred_out = tmp_path / "pred_in", tmp_path / "pred_out"
     pred_in.mkdir()
     for c in fold0["val"][:2]:
         (pred_in / f"{c}_0000.nii.gz").write_bytes((real / "imagesTr" / f"{c}_0000.nii.gz").read_bytes())
-    run_command([venv_command("nnUNetv2_predict"), "-i", str(pred_in), "-o", str(pred_out), "-d", "705", "-c", "2d",
-                 "-f", "0", "-tr", "nnUNetTrainerSynthExpandShort", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    nnunet_command(monkeypatch, "nnUNetv2_predict", "-i", str(pred_in), "-o", str(pred_out), "-d", "705", "-c", "2d",
+                   "-f", "0", "-tr", "nnUNetTrainerSynthExpandShort", "-device", "cpu", "-npp", "1", "-nps", "1")
     assert sorted(p.name for p in pred_out.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in fold0["val"][:2])
