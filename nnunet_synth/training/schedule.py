@@ -41,27 +41,21 @@ FINAL_VALIDATION_VARIABLE = "nnUNetSynth_final_validation"
 SEED_VARIABLE = "nnUNetSynth_seed"
 
 
+def _integer(variable: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SynthError(f"environment variable {variable}={raw!r} is not an integer") from None
+
+
 def seed_from_environment() -> int | None:
     raw = os.environ.get(SEED_VARIABLE)
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SynthError(f"environment variable {SEED_VARIABLE}={raw!r} is not an integer") from None
+    value = _integer(SEED_VARIABLE, raw)
     if not 0 <= value < 2 ** 32:
         raise SynthError(f"environment variable {SEED_VARIABLE}={value} must lie in 0..2**32-1")
     return value
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def final_validation_from_environment() -> bool:
@@ -74,11 +68,7 @@ def final_validation_from_environment() -> bool:
 def schedule_from_environment() -> dict[str, int]:
     schedule = {}
     for attribute, (variable, default) in SCHEDULE_VARIABLES.items():
-        raw = os.environ.get(variable, str(default))
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SynthError(f"environment variable {variable}={raw!r} is not an integer") from None
+        value = _integer(variable, os.environ.get(variable, str(default)))
         if value < 1:
             raise SynthError(f"environment variable {variable}={value} must be at least 1")
         schedule[attribute] = value
@@ -92,7 +82,9 @@ class ShortScheduleMixin:
                  device: torch.device = torch.device("cuda")):
         self.seed = seed_from_environment()
         if self.seed is not None:
-            seed_everything(self.seed)  # before nnU-Net builds anything that draws random numbers
+            from accelerate.utils import set_seed
+
+            set_seed(self.seed)  # Python, NumPy, torch: before nnU-Net builds anything that draws random numbers
         super().__init__(plans, configuration, fold, dataset_json, device)
         for attribute, value in schedule_from_environment().items():
             setattr(self, attribute, value)
