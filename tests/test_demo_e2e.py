@@ -71,17 +71,16 @@ def test_demo_tiny_budget(demo_run):
     assert {(c["test_set"], c["model"]) for c in pooled["comparisons"] if c["metric"] == "Dice"} == {
         (t, a) for t in ("validation", "A", "B", "C") for a in ("diffboost", "expansion")}
     n_test = json.loads((raw / "Dataset701_PhantomTestA" / "dataset.json").read_text())["numTraining"]
-    for r in (0,):
-        cross = workdir / "cross_eval" / f"f0_r{r}"
-        for arm in ARMS:
-            for scanner in "ABC":
-                assert len(list((cross / "predictions" / arm / scanner).glob("*.nii.gz"))) == n_test
-        assert f"](cross_eval/f0_r{r}/plots/" in report
-        pngs = list((cross / "plots").glob("*.png"))
-        assert len(pngs) >= 3
-        for png in pngs:
-            image = np.asarray(Image.open(png).convert("L"))
-            assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 1, png
+    cross = workdir / "cross_eval" / "f0_r0"  # the one repeat
+    for arm in ARMS:
+        for scanner in "ABC":
+            assert len(list((cross / "predictions" / arm / scanner).glob("*.nii.gz"))) == n_test
+    assert "](cross_eval/f0_r0/plots/" in report
+    pngs = list((cross / "plots").glob("*.png"))
+    assert len(pngs) >= 3
+    for png in pngs:
+        image = np.asarray(Image.open(png).convert("L"))
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 1, png
 
     # a rerun skips every step and prints the same table
     steps = ran_steps(out)
@@ -109,10 +108,10 @@ def test_changed_arm_reruns_only_its_steps(demo_run, tmp_path):
     same = run_command(command, env, timeout=600).stdout
     assert "finished in" not in same and same.count("done before, skipped") == len(ran_steps(demo_run.first))
 
-    def stamps(r, arm):
-        folder = work / "cross_eval" / f"f0_r{r}" / "predictions" / arm / "validation"
+    def stamps(arm):  # of the one repeat's validation predictions
+        folder = work / "cross_eval" / "f0_r0" / "predictions" / arm / "validation"
         return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.nii.gz"))}
-    before = {(r, arm): stamps(r, arm) for r in (0,) for arm in ARMS}
+    before = {arm: stamps(arm) for arm in ARMS}
     assert all(before.values())
 
     config = (work / "demo.toml").read_text()
@@ -124,10 +123,9 @@ def test_changed_arm_reruns_only_its_steps(demo_run, tmp_path):
     fold0 = json.loads((work / "nnUNet_preprocessed" / "Dataset705_PhantomAExpansionF0" / "splits_final.json")
                        .read_text())[0]
     assert fold0["train"] and all("_syn" in c for c in fold0["train"])  # synthetic-only now
-    for r in (0,):
-        assert stamps(r, "baseline") == before[(r, "baseline")] and stamps(r, "diffboost") == before[(r, "diffboost")]
-        after = stamps(r, "expansion")
-        assert set(after) == set(before[(r, "expansion")])
-        assert all(after[c] > before[(r, "expansion")][c] for c in after)
+    assert stamps("baseline") == before["baseline"] and stamps("diffboost") == before["diffboost"]
+    after = stamps("expansion")
+    assert set(after) == set(before["expansion"])
+    assert all(after[c] > before["expansion"][c] for c in after)
     # the demo's own folder is untouched
     assert "synthetic_only" not in (demo_run.workdir / "demo.toml").read_text()
