@@ -93,6 +93,7 @@ def test_2d_twins_train_predict_resume(planned_tiny_2d, nnunet_folders, tmp_path
 
     # resume to two epochs with nnUNetv2_train --c: the new log starts at epoch 1, the logging continues
     sizes = {p: len(p.read_text()) for p in out.glob("training_log_*.txt")}
+    (out / "progress.png").unlink()  # drawn after epoch 0, the first run's last
     run_command([venv_command("nnUNetv2_train"), "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--c"],
                 short(env, 2))
     epochs = re.findall(r": Epoch (\d+)\s*$", new_log_text(out, sizes), re.M)
@@ -101,4 +102,5 @@ def test_2d_twins_train_predict_resume(planned_tiny_2d, nnunet_folders, tmp_path
     assert resumed["current_epoch"] == 2 and resumed["diffboost"] == record["settings"]
     for key, values in saved["logging"].items():
         assert len(resumed["logging"][key]) == 2 and resumed["logging"][key][:1] == values, key
+    assert (out / "progress.png").is_file()  # drawn again after the resumed run's last epoch
 

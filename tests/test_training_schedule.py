@@ -18,6 +18,19 @@ class RecordingTrainer:
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.validated.append(save_probabilities)
 
+    def on_epoch_end(self):  # as nnU-Net's: log, checkpoint, plot progress.png, next epoch
+        self.log.append(f"end of epoch {self.current_epoch}")
+        self.logger.plot_progress_png("fold_0")
+        self.current_epoch += 1
+
+
+class PlotCountingLogger:
+    def __init__(self):
+        self.plotted = []
+
+    def plot_progress_png(self, output_folder):
+        self.plotted.append(output_folder)
+
 
 class ShortTrainer(ShortScheduleMixin, RecordingTrainer):
     pass
@@ -45,6 +58,19 @@ def test_final_validation_runs_unless_switched_off(monkeypatch, value, validates
     assert bool(skipped) != validates
     if skipped:
         assert "nnUNetv2_train ... --val" in skipped[0]
+
+
+def test_progress_is_plotted_after_the_last_epoch_only(monkeypatch):
+    monkeypatch.setenv("nnUNetSynth_epochs", "3")
+    trainer = ShortTrainer({}, "2d", 0, {})
+    trainer.current_epoch, trainer.logger = 0, PlotCountingLogger()
+    plots_after = []
+    for _ in range(3):
+        trainer.on_epoch_end()
+        plots_after.append(len(trainer.logger.plotted))
+        assert "plot_progress_png" not in vars(trainer.logger)  # the logger's own method is back
+    assert plots_after == [0, 0, 1] and trainer.logger.plotted == ["fold_0"]
+    assert trainer.log == ["end of epoch 0", "end of epoch 1", "end of epoch 2"]  # the rest of every epoch end ran
 
 
 @pytest.mark.parametrize("variable, value", [("nnUNetSynth_final_validation", "no"),
