@@ -11,6 +11,7 @@ import blosc2
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
@@ -18,14 +19,14 @@ from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
 from nnunetv2.preprocessing.preprocessors import default_preprocessor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from conftest import built_once, run_command, venv_command
+from conftest import built_once, nnunet_command, run_command, venv_command
 from nnunet_synth.diffboost.twins import preprocess_twins
 from nnunet_synth.manifest import TWINS_FILE, TWINS_FOLDER
 from nnunet_synth.raw_dataset import RawDataset
 from nnunet_synth.testing import make_nnunet_folders, make_standin_synthetic_dataset
 from test_diffboost_e2e import short
 
-SHAPE = (10, 18, 14)                     # numpy (z, y, x); x is the coarse axis
+SHAPE = (24, 32, 14)                     # numpy (z, y, x); x is the coarse axis; plans of 3 stages
 
 
 def make_padded_anisotropic_dataset(raw_root, dataset_id: int, n_cases: int = 5):
@@ -57,14 +58,15 @@ def make_padded_anisotropic_dataset(raw_root, dataset_id: int, n_cases: int = 5)
 pytestmark = pytest.mark.xdist_group("diffboost_3d")
 
 
-def predict_one(real, ending, configuration, trainer, tmp_path, env):
-    """nnUNetv2_predict, unchanged, on the first real image."""
+def predict_one(real, ending, configuration, trainer, tmp_path, monkeypatch):
+    """nnUNetv2_predict, unchanged, on the first real image (in this process; -npp 0 -nps 0: nnU-Net's sequential
+    path, no worker processes)."""
     images = tmp_path / "in"
     images.mkdir()
     (images / f"case_000_0000{ending}").write_bytes((real / "imagesTr" / f"case_000_0000{ending}").read_bytes())
-    run_command([venv_command("nnUNetv2_predict"), "-i", str(images), "-o", str(tmp_path / "pred"), "-d", real.name,
-                 "-c", configuration, "-f", "0", "-tr", trainer, "-device", "cpu", "--disable_tta",
-                 "-npp", "1", "-nps", "1"], env)
+    nnunet_command(monkeypatch, "nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path / "pred"), "-d", real.name,
+                   "-c", configuration, "-f", "0", "-tr", trainer, "-device", "cpu", "--disable_tta",
+                   "-npp", "0", "-nps", "0")
     assert (tmp_path / "pred" / f"case_000{ending}").is_file()
 
 
@@ -129,16 +131,23 @@ def test_stored_twin_equals_nnunets_run_case_on_the_twin_with_the_real_crop_box(
 
 
 @pytest.mark.e2e
-def test_3d_input_mix_train_predict_without_nnunet_raw(planned_3d, tmp_path):
-    # nnUNet_raw points to an empty folder: training reads everything from nnUNet_preprocessed
+def test_3d_input_mix_train_predict_without_nnunet_raw(planned_3d, tmp_path, monkeypatch):
+    # nnUNet_raw points to an empty folder: training reads everything from nnUNet_preprocessed. nnU-Net's commands
+    # run in this process (conftest.nnunet_command); results go to this test's own folder, not the shared one.
     empty_raw = tmp_path / "empty_raw"
     empty_raw.mkdir()
-    env = {**planned_3d.env(), "nnUNet_raw": str(empty_raw)}
+    env = {**planned_3d.env(), "nnUNet_raw": str(empty_raw), "nnUNet_results": str(tmp_path / "results")}
+    for key, value in short(env, 1).items():
+        monkeypatch.setenv(key, value)
     trainer = "nnUNetTrainerDiffBoostInputMixShort"
-    run_command([venv_command("nnUNetv2_train"), "921", "3d_fullres", "0", "-tr", trainer, "-device", "cpu"],
-                short(env, 1))
-    out = planned_3d.results / "Dataset921_Padded3D" / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+    nnunet_command(monkeypatch, "nnUNetv2_train", "921", "3d_fullres", "0", "-tr", trainer, "-device", "cpu")
+    out = tmp_path / "results" / "Dataset921_Padded3D" / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
     record = json.loads((out / "diffboost.json").read_text())
     assert record["settings"]["mix_mode"] == "input" and record["synthetic_dataset"] == "Dataset922_Padded3DStandIn"
+    # a network of 2 stages (patch too small for a second pooling) gets NaN deep-supervision weights from nnU-Net
+    # (MIC-DKFZ/nnUNet#2670) and trains on a NaN loss: SHAPE is large enough for 3 stages
+    logging = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+    assert np.isfinite(logging["train_losses"]).all() and np.isfinite(logging["val_losses"]).all(), logging
 
-    predict_one(planned_3d.raw / "Dataset921_Padded3D", ".nii.gz", "3d_fullres", trainer, tmp_path, planned_3d.env())
+    monkeypatch.setenv("nnUNet_raw", str(planned_3d.raw))
+    predict_one(planned_3d.raw / "Dataset921_Padded3D", ".nii.gz", "3d_fullres", trainer, tmp_path, monkeypatch)

@@ -1,12 +1,14 @@
-"""DiffBoost with real nnU-Net commands in 2D: twins, training and resume (3D, with nnUNetv2_predict: test_diffboost_3d.py;
+"""DiffBoost with real nnU-Net commands in 2D (run in the test's process): twins, training and resume (3D, with nnUNetv2_predict: test_diffboost_3d.py;
 the demo's cross-eval predicts its 2D DiffBoost model with nnU-Net's predictor: test_demo_e2e.py)."""
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import run_command, use_planned, venv_command
+from conftest import nnunet_command, use_planned
+from nnunet_synth.commands.main import main as cli_main
 from nnunet_synth.testing import make_standin_synthetic_dataset
 
 
@@ -64,9 +66,8 @@ def test_2d_twins_train_predict_resume(planned_tiny_2d, nnunet_folders, tmp_path
     from nnunet_synth_trainers.nnUNetTrainerDiffBoost import nnUNetTrainerDiffBoostShort
 
     real = use_planned(planned_tiny_2d, nnunet_folders)
-    env = nnunet_folders.env()
     make_standin_synthetic_dataset(real, nnunet_folders.raw, 902, k=2)
-    run_command([venv_command("nnunet-synth"), "twins", "-d", "901", "-s", "902", "-c", "2d"], env)
+    assert cli_main(["twins", "-d", "901", "-s", "902", "-c", "2d"]) == 0
 
     # epoch 0 in this process, on the schedule the command line run below reads
     for key, value in short({}, 1).items():
@@ -94,13 +95,15 @@ def test_2d_twins_train_predict_resume(planned_tiny_2d, nnunet_folders, tmp_path
     # resume to two epochs with nnUNetv2_train --c: the new log starts at epoch 1, the logging continues
     sizes = {p: len(p.read_text()) for p in out.glob("training_log_*.txt")}
     (out / "progress.png").unlink()  # drawn after epoch 0, the first run's last
-    run_command([venv_command("nnUNetv2_train"), "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--c"],
-                short(env, 2))
+    for key, value in short({}, 2).items():
+        monkeypatch.setenv(key, value)
+    nnunet_command(monkeypatch, "nnUNetv2_train", "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--c")
     epochs = re.findall(r": Epoch (\d+)\s*$", new_log_text(out, sizes), re.M)
     assert epochs == ["1"], epochs
     resumed = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert resumed["current_epoch"] == 2 and resumed["diffboost"] == record["settings"]
     for key, values in saved["logging"].items():
         assert len(resumed["logging"][key]) == 2 and resumed["logging"][key][:1] == values, key
+    assert np.isfinite(resumed["logging"]["train_losses"]).all() and np.isfinite(resumed["logging"]["val_losses"]).all()
     assert (out / "progress.png").is_file()  # drawn again after the resumed run's last epoch
 
