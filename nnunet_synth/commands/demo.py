@@ -1,6 +1,6 @@
 """The whole chain on built-in data: does synthetic data help a model trained on one scanner?
 
-    nnunet-synth demo                       # a new folder ./nnunet_synth_demo, about 15 minutes on 2 CPU cores
+    nnunet-synth demo                       # a new folder ./nnunet_synth_demo, 8.5 to 15 minutes on 2 CPU cores
     nnunet-synth demo -w my_demo --budget 30
     nnunet-synth demo --dry-run             # every step's command, what it reads and writes; runs nothing
 
