@@ -1,5 +1,4 @@
 """The DiffBoost mixing mask: statistics, cell geometry, and the alpha edge cases."""
-import numpy as np
 import pytest
 import torch
 from scipy import stats

@@ -18,7 +18,7 @@ from nnunet_synth.diffboost.twins import preprocess_twins
 from nnunet_synth.errors import SynthError
 from nnunet_synth.manifest import MANIFEST_FILE, file_hash
 from nnunet_synth.splits import default_folds
-from nnunet_synth.testing import make_nnunet_folders, make_raw_dataset_2d, make_standin_synthetic_dataset
+from nnunet_synth.testing import make_nnunet_folders, make_standin_synthetic_dataset
 
 
 @pytest.fixture(scope="module")
