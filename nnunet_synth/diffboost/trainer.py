@@ -37,6 +37,7 @@ from nnunet_synth.errors import SynthError
 from nnunet_synth.manifest import TWINS_FILE, file_hash
 from nnunet_synth.splits import leaked_folds
 from nnunet_synth.training.dataloaders import PluggableLoaderMixin
+from nnunet_synth.training.loss_weights import FiniteLossWeightsMixin
 
 MIX_MODES = ("output", "input")
 RECORD_FILE = "diffboost.json"
@@ -74,7 +75,7 @@ class OutputMixLoss(nn.Module):
         return self.loss(mix_outputs(output, self.mask), target)
 
 
-class DiffBoostTrainer(PluggableLoaderMixin, nnUNetTrainer):
+class DiffBoostTrainer(FiniteLossWeightsMixin, PluggableLoaderMixin, nnUNetTrainer):
     alpha: float = 0.6
     patch_edge: int | tuple[int, ...] | None = None
     mix_mode: str = "output"

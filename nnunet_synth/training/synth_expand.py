@@ -25,6 +25,7 @@ from nnunet_synth.errors import SynthError
 from nnunet_synth.manifest import EXPANSION_FILE, Manifest
 from nnunet_synth.splits import check_expanded_folds, leaks_by_generator
 from nnunet_synth.training.dataloaders import PluggableLoaderMixin
+from nnunet_synth.training.loss_weights import FiniteLossWeightsMixin
 
 
 def synthetic_sampling_probabilities(identifiers, synthetic: set[str], p: float | None) -> np.ndarray | None:
@@ -65,7 +66,7 @@ def check_training_fold(fold, dataset_name: str, train: list[str], val: list[str
                          + "; ".join(p.message for p in problems))
 
 
-class SynthExpandTrainer(PluggableLoaderMixin, nnUNetTrainer):
+class SynthExpandTrainer(FiniteLossWeightsMixin, PluggableLoaderMixin, nnUNetTrainer):
     synthetic_probability: float | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
