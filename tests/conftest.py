@@ -47,13 +47,16 @@ def run_command(args: list[str], env: dict, timeout: float = 600, check: bool = 
     return proc
 
 
-def nnunet_command(monkeypatch, name: str, *args: str) -> None:
+def nnunet_command(monkeypatch, name: str, *args: str, env: dict | None = None) -> None:
     """The console script ``name`` (e.g. nnUNetv2_predict) run in this process: the function its entry point
     names, with ``sys.argv`` as the command line would set it. nnU-Net reads its folder variables when it uses
-    them, so ``monkeypatch.setenv`` them first. Saves a command's start-up (importing torch and nnU-Net).
+    them: ``env`` is set first, through ``monkeypatch`` (so for the rest of the test). Saves a command's
+    start-up (importing torch and nnU-Net).
     """
     from importlib.metadata import entry_points
 
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
     (entry,) = entry_points(group="console_scripts", name=name)
     monkeypatch.setattr(sys, "argv", [name, *args])
     try:

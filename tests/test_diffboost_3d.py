@@ -137,17 +137,16 @@ def test_3d_input_mix_train_predict_without_nnunet_raw(planned_3d, tmp_path, mon
     empty_raw = tmp_path / "empty_raw"
     empty_raw.mkdir()
     env = {**planned_3d.env(), "nnUNet_raw": str(empty_raw), "nnUNet_results": str(tmp_path / "results")}
-    for key, value in short(env, 1).items():
-        monkeypatch.setenv(key, value)
     trainer = "nnUNetTrainerDiffBoostInputMixShort"
-    nnunet_command(monkeypatch, "nnUNetv2_train", "921", "3d_fullres", "0", "-tr", trainer, "-device", "cpu")
+    nnunet_command(monkeypatch, "nnUNetv2_train", "921", "3d_fullres", "0", "-tr", trainer, "-device", "cpu",
+                   env=short(env, 1))
     out = tmp_path / "results" / "Dataset921_Padded3D" / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
     record = json.loads((out / "diffboost.json").read_text())
     assert record["settings"]["mix_mode"] == "input" and record["synthetic_dataset"] == "Dataset922_Padded3DStandIn"
-    # a network of 2 stages (patch too small for a second pooling) gets NaN deep-supervision weights from nnU-Net
-    # (MIC-DKFZ/nnUNet#2670) and trains on a NaN loss: SHAPE is large enough for 3 stages
+    # SHAPE gives plans of 3 stages: the trainers refuse 2 (nnU-Net's deep-supervision weight is NaN there,
+    # MIC-DKFZ/nnUNet#2670; training/loss_weights.py); any other NaN loss fails here
     logging = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
     assert np.isfinite(logging["train_losses"]).all() and np.isfinite(logging["val_losses"]).all(), logging
 
-    monkeypatch.setenv("nnUNet_raw", str(planned_3d.raw))
+    monkeypatch.setenv("nnUNet_raw", str(planned_3d.raw))  # as before the training; results stay the test's own
     predict_one(planned_3d.raw / "Dataset921_Padded3D", ".nii.gz", "3d_fullres", trainer, tmp_path, monkeypatch)

@@ -95,9 +95,8 @@ def test_2d_twins_train_predict_resume(planned_tiny_2d, nnunet_folders, tmp_path
     # resume to two epochs with nnUNetv2_train --c: the new log starts at epoch 1, the logging continues
     sizes = {p: len(p.read_text()) for p in out.glob("training_log_*.txt")}
     (out / "progress.png").unlink()  # drawn after epoch 0, the first run's last
-    for key, value in short({}, 2).items():
-        monkeypatch.setenv(key, value)
-    nnunet_command(monkeypatch, "nnUNetv2_train", "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--c")
+    nnunet_command(monkeypatch, "nnUNetv2_train", "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--c",
+                   env=short({}, 2))
     epochs = re.findall(r": Epoch (\d+)\s*$", new_log_text(out, sizes), re.M)
     assert epochs == ["1"], epochs
     resumed = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
